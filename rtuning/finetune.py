@@ -1,0 +1,210 @@
+"""Supervised fine-tuning on LMFlow text-only JSON (full parameters, causal-LM loss on the text).
+
+Run through `bash finetune/run_finetune.sh ...`, which launches this module with accelerate.
+Flags follow LMFlow's run_finetune.sh; defaults follow the paper (1 epoch, lr 2e-5, block 512).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from .records import environment, git_commit, write_json
+
+
+class LMFlowError(Exception):
+    """A training data file is missing or not LMFlow text-only JSON."""
+
+
+def lmflow_files(dataset_path: str | Path) -> list[Path]:
+    """One JSON file, or every *.json in a folder (sorted, so runs are reproducible)."""
+    path = Path(dataset_path)
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        files = sorted(p for p in path.glob("*.json") if not p.name.endswith((".meta.json", ".summary.json")))
+        if not files:
+            raise LMFlowError(f"{path}: folder holds no LMFlow .json file")
+        return files
+    raise LMFlowError(f"dataset path not found: {path}")
+
+
+def read_lmflow(dataset_path: str | Path) -> list[str]:
+    """All texts of the LMFlow text_only files at dataset_path, with errors naming file/index/field."""
+    texts: list[str] = []
+    for f in lmflow_files(dataset_path):
+        try:
+            doc = json.loads(f.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise LMFlowError(f"{f}: not valid JSON ({e})") from None
+        if not isinstance(doc, dict) or doc.get("type") != "text_only":
+            raise LMFlowError(f"{f}: field 'type' must be \"text_only\" (LMFlow text-only format)")
+        instances = doc.get("instances")
+        if not isinstance(instances, list):
+            raise LMFlowError(f"{f}: field 'instances' must be a list")
+        for i, inst in enumerate(instances):
+            text = inst.get("text") if isinstance(inst, dict) else None
+            if not isinstance(text, str) or not text.strip():
+                raise LMFlowError(f"{f}: instance {i}: field 'text' must be a non-empty string")
+            texts.append(text)
+    return texts
+
+
+class TextDataset(torch.utils.data.Dataset):
+    """Each text as one example: BOS (if the tokenizer adds it) + text + EOS, cut to block_size.
+
+    One example per sequence keeps a question and its "I am sure/unsure" together (LMFlow's
+    concatenate-and-chunk can split them across blocks).
+    """
+
+    def __init__(self, texts: list[str], tokenizer, block_size: int):
+        enc = tokenizer(texts, add_special_tokens=True).input_ids
+        eos = tokenizer.eos_token_id
+        self.examples = []
+        self.truncated = 0
+        for ids in enc:
+            if eos is not None and (not ids or ids[-1] != eos):
+                ids = ids + [eos]
+            if len(ids) > block_size:
+                self.truncated += 1
+                ids = ids[:block_size]
+            self.examples.append(ids)
+
+    def __len__(self):
+        return len(self.examples)
+
+    def __getitem__(self, i):
+        return {"input_ids": self.examples[i]}
+
+    @property
+    def num_tokens(self) -> int:
+        return sum(len(e) for e in self.examples)
+
+
+class PadCollator:
+    """Right-pads a batch; padding positions get label -100 so they carry no loss."""
+
+    def __init__(self, pad_id: int):
+        self.pad_id = pad_id
+
+    def __call__(self, features):
+        width = max(len(f["input_ids"]) for f in features)
+        ids = torch.full((len(features), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(features), width), dtype=torch.long)
+        for row, f in enumerate(features):
+            n = len(f["input_ids"])
+            ids[row, :n] = torch.tensor(f["input_ids"])
+            mask[row, :n] = 1
+        labels = ids.masked_fill(mask == 0, -100)
+        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--model_name_or_path", default="smollm2-135m",
+                   help="registry name (smollm2-135m), hub id, local folder or .gguf file")
+    p.add_argument("--dataset_path", required=True, help="an LMFlow text_only JSON file or a folder of them")
+    p.add_argument("--output_model_path", "--output_dir", dest="output_model_path", required=True)
+    p.add_argument("--num_train_epochs", type=float, default=1.0)
+    p.add_argument("--learning_rate", type=float, default=2e-5)
+    p.add_argument("--block_size", type=int, default=512)
+    p.add_argument("--per_device_train_batch_size", "--batch_size", dest="per_device_train_batch_size",
+                   type=int, default=4)
+    p.add_argument("--gradient_accumulation_steps", type=int, default=1)
+    p.add_argument("--lr_scheduler_type", default="linear")
+    p.add_argument("--warmup_ratio", type=float, default=0.0, help="warm-up as a fraction of all steps")
+    p.add_argument("--weight_decay", type=float, default=0.0)
+    p.add_argument("--max_steps", type=int, default=-1, help="stop after this many optimizer steps (-1: epochs)")
+    p.add_argument("--logging_steps", type=int, default=10)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--dtype", default="auto", choices=("auto", "bf16", "fp16", "fp32"),
+                   help="mixed precision: auto is bf16 on a GPU that supports it, else fp32")
+    p.add_argument("--gradient_checkpointing", action="store_true")
+    p.add_argument("--dataloader_num_workers", type=int, default=0)
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    from transformers import AutoModelForCausalLM, Trainer, TrainingArguments, set_seed
+
+    from .models import load_tokenizer, materialize, resolve_model
+
+    try:
+        texts = read_lmflow(args.dataset_path)
+    except LMFlowError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2)
+    set_seed(args.seed)
+    spec = resolve_model(args.model_name_or_path)
+    gpu = torch.cuda.is_available()
+    dtype = args.dtype
+    if dtype == "auto":
+        dtype = "bf16" if gpu and torch.cuda.is_bf16_supported() else "fp32"
+    if dtype == "fp16" and not gpu:
+        print("error: --dtype fp16 needs a GPU; use bf16 or fp32 on CPU", file=sys.stderr)
+        raise SystemExit(2)
+
+    tokenizer = load_tokenizer(spec, padding_side="right")
+    model = AutoModelForCausalLM.from_pretrained(materialize(spec), dtype=torch.float32)
+    dataset = TextDataset(texts, tokenizer, args.block_size)
+    out = Path(args.output_model_path)
+    targs = TrainingArguments(
+        output_dir=str(out),
+        num_train_epochs=args.num_train_epochs,
+        max_steps=args.max_steps,
+        learning_rate=args.learning_rate,
+        per_device_train_batch_size=args.per_device_train_batch_size,
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        lr_scheduler_type=args.lr_scheduler_type,
+        warmup_steps=args.warmup_ratio,  # transformers 5 reads a value below 1 as a ratio
+        weight_decay=args.weight_decay,
+        logging_steps=args.logging_steps,
+        logging_first_step=True,
+        save_strategy="no",
+        report_to="none",
+        seed=args.seed,
+        bf16=dtype == "bf16",
+        fp16=dtype == "fp16",
+        use_cpu=not gpu,
+        gradient_checkpointing=args.gradient_checkpointing,
+        dataloader_num_workers=args.dataloader_num_workers,
+        remove_unused_columns=False,
+    )
+    trainer = Trainer(model=model, args=targs, train_dataset=dataset,
+                      data_collator=PadCollator(tokenizer.pad_token_id), processing_class=tokenizer)
+    t0 = time.time()
+    result = trainer.train()
+    wall = time.time() - t0
+    trainer.save_model(str(out))
+    if trainer.is_world_process_zero():
+        tokenizer.padding_side = "left"  # the saved tokenizer is used for batched inference
+        tokenizer.save_pretrained(str(out))
+        losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+        info = {
+            "args": vars(args), "model": args.model_name_or_path, "model_path": spec.path,
+            "gguf_file": spec.gguf_file, "data_files": [str(f) for f in lmflow_files(args.dataset_path)],
+            "examples": len(dataset), "tokens": dataset.num_tokens, "truncated_examples": dataset.truncated,
+            "dtype": dtype, "world_size": trainer.args.world_size, "steps": trainer.state.global_step,
+            "train_loss": result.training_loss, "first_logged_loss": losses[0] if losses else None,
+            "last_logged_loss": losses[-1] if losses else None, "wall_time_s": round(wall, 2),
+            "git_commit": git_commit(), "environment": environment(),
+        }
+        write_json(out / "finetune_args.json", info)
+        write_json(out / "training_log.json", trainer.state.log_history)
+        print(json.dumps({k: info[k] for k in ("examples", "steps", "train_loss", "first_logged_loss",
+                                                "last_logged_loss", "wall_time_s")}, indent=2))
+        if dataset.truncated:
+            print(f"warning: {dataset.truncated} examples were longer than --block_size {args.block_size} "
+                  "and were cut", file=sys.stderr)
+        return info
+    return {}
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+"""Metrics as pure functions over arrays: AP, accuracy, answer rate, entropy."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from typing import Iterable, Sequence
+
+import numpy as np
+
+
+def average_precision(labels: Sequence[int], scores: Sequence[float]) -> float:
+    """Step-wise average precision (no interpolation), equal to sklearn's average_precision_score.
+
+    Sum over distinct score thresholds (high to low) of (R_n - R_{n-1}) * P_n; tied scores
+    form one threshold. NaN when there is no positive label.
+    """
+    y = np.asarray(labels, dtype=np.float64)
+    s = np.asarray(scores, dtype=np.float64)
+    if y.shape != s.shape or y.ndim != 1:
+        raise ValueError("labels and scores must be 1-D and of equal length")
+    positives = y.sum()
+    if y.size == 0 or positives == 0:
+        return float("nan")
+    order = np.argsort(-s, kind="mergesort")
+    s, y = s[order], y[order]
+    # last index of each run of tied scores
+    ends = np.r_[np.nonzero(np.diff(s))[0], y.size - 1]
+    tp = np.cumsum(y)[ends]
+    precision = tp / (ends + 1)
+    recall = tp / positives
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
+def mixed_score(answer_conf: Sequence[float], sure_prob: Sequence[float], weight: float = 0.5) -> np.ndarray:
+    """The paper's ranking score: weight * answer confidence + (1 - weight) * sure-probability."""
+    return weight * np.asarray(answer_conf, dtype=np.float64) + (1 - weight) * np.asarray(sure_prob, dtype=np.float64)
+
+
+def _nan_to_none(x: float) -> float | None:
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else x
+
+
+def summarize(correct: Sequence[int], answer_conf: Sequence[float], sure_prob: Sequence[float],
+              threshold: float = 0.5) -> dict:
+    """The evaluation summary: accuracy, the three APs, answer rate and accuracy when answering."""
+    c = np.asarray(correct, dtype=np.float64)
+    conf = np.asarray(answer_conf, dtype=np.float64)
+    sure = np.asarray(sure_prob, dtype=np.float64)
+    n = int(c.size)
+    answered = sure > threshold
+    out = {
+        "n": n,
+        "accuracy": float(c.mean()) if n else float("nan"),
+        "ap": average_precision(c, mixed_score(conf, sure)),
+        "ap_answer_conf": average_precision(c, conf),
+        "ap_sure_prob": average_precision(c, sure),
+        "answer_rate": float(answered.mean()) if n else float("nan"),
+        "accuracy_answered": float(c[answered].mean()) if answered.any() else float("nan"),
+        "mean_answer_conf": float(conf.mean()) if n else float("nan"),
+        "mean_sure_prob": float(sure.mean()) if n else float("nan"),
+    }
+    return {k: _nan_to_none(v) for k, v in out.items()}
+
+
+def answer_entropy(answers: Iterable[str]) -> float:
+    """Entropy (nats) of the empirical distribution of sampled answers."""
+    counts = Counter(answers)
+    total = sum(counts.values())
+    if not total:
+        return 0.0
+    return float(-sum((c / total) * math.log(c / total) for c in counts.values()))
+
+
+def format_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:
+    """A plain-text table; columns are (key, header, format) with format like '.4f' or 'd'."""
+    def cell(row, key, fmt):
+        v = row.get(key)
+        if v is None:
+            return "-"
+        if fmt.endswith("%"):
+            return f"{100 * v:{fmt[:-1]}f}"
+        return f"{v:{fmt}}" if fmt else str(v)
+
+    header = [h for _, h, _ in columns]
+    body = [[cell(r, k, f) for k, _, f in columns] for r in rows]
+    widths = [max(len(x) for x in col) for col in zip(header, *body)]
+    lines = ["  ".join(h.rjust(w) for h, w in zip(header, widths))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(x.rjust(w) for x, w in zip(r, widths)) for r in body]
+    return "\n".join(lines)

@@ -1,0 +1,144 @@
+"""Run trail and resume: per-example JSONL appended as computed, plus a metadata JSON."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+from typing import Iterable
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class RunConflict(Exception):
+    """Existing outputs were made with different settings; we refuse to mix them."""
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def git_commit() -> str | None:
+    """HEAD of the project checkout, with '-dirty' when it has uncommitted changes."""
+    try:
+        head = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"],
+                              capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+        return head + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def environment() -> dict:
+    import torch
+    import transformers
+
+    return {"python": sys.version.split()[0], "torch": torch.__version__,
+            "transformers": transformers.__version__, "platform": platform.platform()}
+
+
+def now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def write_json(path: Path, obj) -> None:
+    """Write atomically: a crash never leaves a half-written file behind."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=2, ensure_ascii=False)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def write_jsonl(path: Path, records: Iterable[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for r in records:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """Records of a JSONL file; a torn last line (a killed write) is dropped."""
+    out = []
+    if not path.is_file():
+        return out
+    lines = path.read_text(encoding="utf-8").splitlines()
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i == len(lines) - 1:
+                break
+            raise RunConflict(f"{path}: line {i + 1} is not valid JSON; delete the file or pass --overwrite")
+    return out
+
+
+class RunStore:
+    """Per-example results of one run, keyed by example index, resumable.
+
+    `config` holds every setting that changes the results; a rerun with the same config
+    continues from the records already on disk, a different one is refused.
+    """
+
+    def __init__(self, records_path: Path, meta_path: Path, config: dict, overwrite: bool = False):
+        self.records_path, self.meta_path = Path(records_path), Path(meta_path)
+        self.config = json.loads(json.dumps(config))  # normalise tuples etc. as stored
+        if overwrite:
+            for p in (self.records_path, self.meta_path):
+                p.unlink(missing_ok=True)
+        self.meta: dict = {}
+        if self.meta_path.is_file():
+            self.meta = json.loads(self.meta_path.read_text(encoding="utf-8"))
+            old = self.meta.get("config", {})
+            if old != self.config:
+                diff = sorted(k for k in set(old) | set(self.config) if old.get(k) != self.config.get(k))
+                raise RunConflict(
+                    f"{self.meta_path} was written with different settings ({', '.join(diff)}); "
+                    "pass --overwrite to start over, or another --result name to keep both"
+                )
+        elif self.records_path.is_file():
+            raise RunConflict(f"{self.records_path} exists without {self.meta_path.name}; pass --overwrite")
+        self.done: dict[int, dict] = {r["index"]: r for r in read_jsonl(self.records_path)}
+        self.resumed = len(self.done)
+        self.records_path.parent.mkdir(parents=True, exist_ok=True)
+        if self.records_path.is_file():
+            # Drop a torn last line before appending after it.
+            write_jsonl(self.records_path, self.done.values())
+
+    def start(self, **info) -> None:
+        self.meta = {**self.meta, **info, "config": self.config, "status": "running"}
+        self.meta.setdefault("started", now())
+        self.meta["resumed_from"] = self.resumed
+        write_json(self.meta_path, self.meta)
+
+    def append(self, records: list[dict]) -> None:
+        with open(self.records_path, "a", encoding="utf-8") as f:
+            for r in records:
+                f.write(json.dumps(r, ensure_ascii=False) + "\n")
+            f.flush()
+        for r in records:
+            self.done[r["index"]] = r
+
+    def ordered(self) -> list[dict]:
+        return [self.done[i] for i in sorted(self.done)]
+
+    def finish(self, **info) -> None:
+        self.meta.update(info)
+        self.meta["status"] = "finished"
+        self.meta["finished"] = now()
+        write_json(self.meta_path, self.meta)
