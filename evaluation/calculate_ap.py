@@ -27,7 +27,7 @@ def main(argv=None) -> dict:
         for i, item in enumerate(data):
             if not (isinstance(item, list) and len(item) == 3 and all(isinstance(x, (int, float)) for x in item)):
                 sys.exit(f"error: {path}: record {i}: expected [correct, answer_conf, sure_prob], got {item!r}")
-        rows.append({"file": path, **summarize(*zip(*data)) if data else {"n": 0}})
+        rows.append({"file": path, **(summarize(*zip(*data)) if data else {"n": 0})})
     print(format_table(rows, [("file", "file", ""), ("n", "n", "d"), ("accuracy", "acc%", ".2%"),
                               ("ap", "AP%", ".2%"), ("ap_answer_conf", "AP(conf)%", ".2%"),
                               ("ap_sure_prob", "AP(sure)%", ".2%"), ("answer_rate", "answer%", ".2%")]))
