@@ -1,0 +1,57 @@
+import math
+
+import numpy as np
+import pytest
+from sklearn.metrics import average_precision_score
+
+from rtuning.metrics import answer_entropy, average_precision, mixed_score, summarize
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_ap_equals_sklearn_on_random_inputs(seed):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(2, 300))
+    y = rng.integers(0, 2, n)
+    y[0] = 1
+    s = rng.random(n)
+    assert average_precision(y, s) == pytest.approx(average_precision_score(y, s), abs=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_ap_equals_sklearn_with_ties(seed):
+    rng = np.random.default_rng(100 + seed)
+    n = int(rng.integers(2, 200))
+    y = rng.integers(0, 2, n)
+    y[-1] = 1
+    s = rng.integers(0, 4, n) / 4.0  # few distinct values: many ties
+    assert average_precision(y, s) == pytest.approx(average_precision_score(y, s), abs=1e-12)
+
+
+def test_ap_hand_computed():
+    # ranking: 0.9 (1), 0.8 (0), 0.7 (1): AP = 1/2 * 1 + 1/2 * 2/3
+    assert average_precision([1, 0, 1], [0.9, 0.8, 0.7]) == pytest.approx(0.5 + 1 / 3)
+    # one tie group holding everything: precision = base rate
+    assert average_precision([1, 0, 0, 1], [0.5] * 4) == pytest.approx(0.5)
+    assert math.isnan(average_precision([0, 0], [0.1, 0.2]))
+
+
+def test_summary_uses_the_papers_mix():
+    correct, conf, sure = [1, 0, 1, 0], [0.9, 0.2, 0.4, 0.6], [0.8, 0.7, 0.3, 0.1]
+    s = summarize(correct, conf, sure)
+    assert s["ap"] == pytest.approx(average_precision_score(correct, mixed_score(conf, sure)))
+    assert s["ap_answer_conf"] == pytest.approx(average_precision_score(correct, conf))
+    assert s["ap_sure_prob"] == pytest.approx(average_precision_score(correct, sure))
+    assert s["accuracy"] == 0.5 and s["n"] == 4
+    assert s["answer_rate"] == 0.5  # sure_prob > 0.5 for the first two
+    assert s["accuracy_answered"] == 0.5
+
+
+def test_summary_with_nothing_answered_has_no_accuracy_answered():
+    s = summarize([1, 0], [0.5, 0.5], [0.1, 0.2])
+    assert s["answer_rate"] == 0.0 and s["accuracy_answered"] is None
+
+
+def test_answer_entropy():
+    assert answer_entropy(["a"] * 5) == 0.0
+    assert answer_entropy(["a", "b"]) == pytest.approx(math.log(2))
+    assert answer_entropy(["a", "a", "b", "c"]) == pytest.approx(-(0.5 * math.log(0.5) + 2 * 0.25 * math.log(0.25)))
