@@ -172,7 +172,7 @@ def main(argv=None) -> dict:
         bf16=dtype == "bf16",
         fp16=dtype == "fp16",
         use_cpu=not gpu,
-        gradient_checkpointing=args.gradient_checkpointing,
+        **({"gradient_checkpointing": True} if args.gradient_checkpointing else {}),
         dataloader_num_workers=args.dataloader_num_workers,
         remove_unused_columns=False,
     )
@@ -183,7 +183,6 @@ def main(argv=None) -> dict:
     wall = time.time() - t0
     trainer.save_model(str(out))
     if trainer.is_world_process_zero():
-        tokenizer.padding_side = "left"  # the saved tokenizer is used for batched inference
         tokenizer.save_pretrained(str(out))
         losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
         info = {

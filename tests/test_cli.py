@@ -1,0 +1,107 @@
+"""The user commands, in-process on a tiny model: outputs, resume after a kill, errors."""
+
+import json
+
+import pytest
+
+from rtuning.cli import evaluate_main, probe_main
+from rtuning.pipeline import TaskRunner
+
+SUFFIX = " Are you sure you accurately answered the question based on your internal knowledge? I am"
+
+
+def probe_args(model_dir, out, *extra):
+    return ["--model", str(model_dir), "--output_dir", str(out), "--limit", "10", "--batch_size", "3",
+            "--num_shots", "1", *extra]
+
+
+def test_probe_writes_lmflow_data_records_and_metadata(env_data, tiny_model_dir, tmp_path):
+    counts = probe_main("pararel", probe_args(tiny_model_dir, tmp_path, "--method", "unsure", "--result", "r"))
+    data = json.loads((tmp_path / "r_unsure.json").read_text())
+    assert data["type"] == "text_only" and len(data["instances"]) == 10
+    for inst in data["instances"]:
+        assert inst["text"].startswith("Question: ")
+        assert inst["text"].endswith((SUFFIX + " sure.", SUFFIX + " unsure."))
+        assert "\n" not in inst["text"]  # shots shape the probe only, never the training text
+    recs = [json.loads(l) for l in (tmp_path / "r_unsure.records.jsonl").read_text().splitlines()]
+    assert [r["index"] for r in recs] == list(range(10))
+    assert {"question", "gold", "output", "certain"} <= set(recs[0])
+    meta = json.loads((tmp_path / "r_unsure.meta.json").read_text())
+    assert meta["status"] == "finished" and meta["num_shots"] == 1 and len(meta["data_sha256"]) == 64
+    assert meta["counts"]["certain"] + meta["counts"]["uncertain"] == 10 == counts["questions"]
+
+
+def test_uncertain_records_samples_and_entropy(env_data, tiny_model_dir, tmp_path):
+    probe_main("pararel", probe_args(tiny_model_dir, tmp_path, "--method", "uncertain", "--num_try", "3",
+                                     "--result", "r"))
+    recs = [json.loads(l) for l in (tmp_path / "r_uncertain.records.jsonl").read_text().splitlines()]
+    assert all(len(r["samples"]) == 3 and r["entropy"] >= 0 for r in recs)
+    assert sum(r["certain"] for r in recs) == 5
+
+
+def run_killed_then_resumed(monkeypatch, main, argv, fail_on_call):
+    real = TaskRunner.answer
+    calls = {"n": 0}
+
+    def flaky(self, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == fail_on_call:
+            raise KeyboardInterrupt("killed")
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(TaskRunner, "answer", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        main("pararel", argv)
+    monkeypatch.setattr(TaskRunner, "answer", real)
+    return main("pararel", argv)
+
+
+def test_probe_resume_after_kill_gives_the_same_files(env_data, tiny_model_dir, tmp_path, monkeypatch):
+    whole, broken = tmp_path / "whole", tmp_path / "broken"
+    probe_main("pararel", probe_args(tiny_model_dir, whole, "--method", "uncertain", "--num_try", "2", "--result", "r"))
+    # each batch calls answer twice (greedy, samples): fail inside the third batch
+    run_killed_then_resumed(monkeypatch, probe_main,
+                            probe_args(tiny_model_dir, broken, "--method", "uncertain", "--num_try", "2",
+                                       "--result", "r"), fail_on_call=6)
+    meta = json.loads((broken / "r_uncertain.meta.json").read_text())
+    assert meta["resumed_from"] == 6
+    for name in ("r_uncertain.json", "r_uncertain.records.jsonl"):
+        assert (whole / name).read_text() == (broken / name).read_text()
+
+
+def eval_args(model_dir, out, *extra):
+    return ["--model", str(model_dir), "--output_dir", str(out), "--limit", "9", "--batch_size", "4",
+            "--result", "e", *extra]
+
+
+def test_evaluation_outputs_and_resume(env_data, tiny_model_dir, tmp_path, monkeypatch):
+    whole, broken = tmp_path / "whole", tmp_path / "broken"
+    summary = evaluate_main("pararel", eval_args(tiny_model_dir, whole, "--domain", "OOD"))
+    results = json.loads((whole / "e_OOD.json").read_text())
+    assert len(results) == 9 and all(len(r) == 3 and r[0] in (0, 1) for r in results)
+    assert all(0 <= r[1] <= 1 and 0 <= r[2] <= 1 for r in results)
+    assert summary["n"] == 9 and summary["match"] == "substring"
+    saved = json.loads((whole / "e_OOD.summary.json").read_text())
+    assert saved["accuracy"] == summary["accuracy"]
+    run_killed_then_resumed(monkeypatch, evaluate_main, eval_args(tiny_model_dir, broken, "--domain", "OOD"),
+                            fail_on_call=2)
+    for name in ("e_OOD.json", "e_OOD.jsonl"):
+        assert (whole / name).read_text() == (broken / name).read_text()
+
+
+def test_rerun_with_other_settings_is_refused(env_data, tiny_model_dir, tmp_path, capsys):
+    evaluate_main("pararel", eval_args(tiny_model_dir, tmp_path))
+    with pytest.raises(SystemExit) as e:
+        evaluate_main("pararel", eval_args(tiny_model_dir, tmp_path, "--match", "normalized"))
+    assert e.value.code == 2
+    assert "match" in capsys.readouterr().err
+
+
+def test_malformed_data_is_reported_with_file_index_field(tiny_model_dir, tmp_path, monkeypatch, capsys):
+    (tmp_path / "pararel").mkdir()
+    (tmp_path / "pararel" / "ID_test_pararel.json").write_text(json.dumps([["Q?", "A", "P"], ["Q2?", None, "P"]]))
+    monkeypatch.setenv("RTUNING_DATA_DIR", str(tmp_path))
+    with pytest.raises(SystemExit):
+        evaluate_main("pararel", eval_args(tiny_model_dir, tmp_path / "out", "--num_shots", "0"))
+    err = capsys.readouterr().err
+    assert "ID_test_pararel.json" in err and "record 1" in err and "'answer'" in err
