@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sys
 import time
 from pathlib import Path
 
-from .records import REPO_ROOT, RunConflict, RunStore, environment, file_sha256, git_commit, write_json
-from .tasks import DataError, Shots, get_task
+from .records import (REPO_ROOT, RunConflict, RunStore, environment, file_sha256, git_commit, write_json,
+                      write_jsonl)
+from .tasks import DataError, Shots, Task, get_task
 
 DATA_ENV = "RTUNING_DATA_DIR"
 
@@ -31,11 +33,16 @@ def base_parser(doc: str | None) -> argparse.ArgumentParser:
     p.add_argument("--result", default=None, help="name prefix of the output files")
     p.add_argument("--limit", type=int, default=None, help="only the first N questions (smoke runs)")
     p.add_argument("--batch_size", type=int, default=16)
+    p.add_argument("--max_batch_tokens", type=int, default=16384,
+                   help="cap on padded tokens per batch, so long prompts get smaller batches")
+    p.add_argument("--max_prompt_tokens", type=int, default=2048,
+                   help="longer prompts lose context (evidence, paragraphs, shots) from the left; "
+                        "the question is always kept (capped by the model's context length)")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps ...")
     p.add_argument("--dtype", default="auto", help="auto (bf16 on GPU, fp32 on CPU), fp32, bf16, fp16")
     p.add_argument("--num_shots", type=int, default=None,
-                   help="solved training examples before each prompt (default: the model's "
+                   help="solved training examples before each open-QA prompt (default: the model's "
                         "recommended value, 0 for models outside the registry, as in the paper)")
     p.add_argument("--match", choices=("substring", "normalized"), default="substring",
                    help="correctness rule: the original case-sensitive substring, or normalised words")
@@ -48,120 +55,106 @@ def _fail(msg: str) -> None:
     raise SystemExit(2)
 
 
-def _setup(args, task_name: str, split: str):
-    """Load data first (cheap, catches data errors before the model loads), then the model."""
-    from .engine import Engine
-    from .models import load_model, pick_device, pick_dtype, resolve_model
-    from .pipeline import TaskRunner
+class Setup:
+    """What a run needs, loaded in order: data first (cheap, catches data errors), then the model."""
 
-    task = get_task(task_name)
-    examples = task.load(args.data_dir, split)
-    if args.limit is not None:
-        examples = examples[: args.limit]
-    spec = resolve_model(args.model)
-    num_shots = spec.recommended_shots if args.num_shots is None else args.num_shots
-    shots_pool = task.load(args.data_dir, "train") if num_shots else []
-    shots = Shots(task, shots_pool, num_shots, args.seed)
-    device = pick_device(args.device)
-    dtype = pick_dtype(args.dtype, device)
-    t0 = time.time()
-    model, tok = load_model(spec, device, dtype)
-    print(f"loaded {args.model} on {device} ({dtype}) in {time.time() - t0:.1f}s", file=sys.stderr)
-    runner = TaskRunner(Engine(model, tok), task, shots)
-    data_file = task.path(args.data_dir, split)
-    info = {
-        "task": task.name, "split": split, "model": args.model, "model_path": spec.path,
-        "gguf_file": spec.gguf_file, "data_file": str(data_file), "data_sha256": file_sha256(data_file),
-        "num_shots": num_shots, "num_shots_source": "argument" if args.num_shots is not None else
-        ("model registry" if spec.entry else "paper default"),
-        "shots": [s.index for s in shots.pool], "device": str(device), "dtype": str(dtype).replace("torch.", ""),
-        "git_commit": git_commit(), "environment": environment(), "argv": sys.argv,
-    }
-    return task, examples, spec, runner, info
+    def __init__(self, args, task: Task, split: str):
+        from .engine import Engine
+        from .models import load_model, pick_device, pick_dtype, resolve_model
+        from .pipeline import TaskRunner
+
+        self.task = task
+        examples = task.load(args.data_dir, split)
+        self.examples = examples[: args.limit] if args.limit is not None else examples
+        self.spec = spec = resolve_model(args.model)
+        # Shots shape the answer format of open questions; letter scoring needs none.
+        recommended = spec.recommended_shots if task.kind != "choice" else 0
+        self.num_shots = recommended if args.num_shots is None else args.num_shots
+        shots_task = get_task(task.shots_from) if task.shots_from else task
+        pool = shots_task.load(args.data_dir, "train") if self.num_shots else []
+        shots = Shots(shots_task, pool, self.num_shots, args.seed)
+        device = pick_device(args.device)
+        dtype = pick_dtype(args.dtype, device)
+        t0 = time.time()
+        model, tok = load_model(spec, device, dtype)
+        print(f"loaded {args.model} on {device} ({dtype}) in {time.time() - t0:.1f}s", file=sys.stderr)
+        context = getattr(model.config, "max_position_embeddings", None) or args.max_prompt_tokens
+        # leave room for the answer and the sure question that follows it
+        self.max_prompt_tokens = min(args.max_prompt_tokens, context - task.probe_new_tokens - 48)
+        self.runner = TaskRunner(Engine(model, tok), task, shots, self.max_prompt_tokens)
+        data_file = task.path(args.data_dir, split)
+        self.info = {
+            "task": task.name, "split": split, "model": args.model, "model_path": spec.path,
+            "gguf_file": spec.gguf_file, "data_file": str(data_file), "data_sha256": file_sha256(data_file),
+            "num_shots": self.num_shots, "num_shots_source": "argument" if args.num_shots is not None else
+            ("model registry" if spec.entry and recommended else "paper default"),
+            "shots_from": shots_task.name, "shots": [s.index for s in shots.pool],
+            "max_prompt_tokens": self.max_prompt_tokens, "device": str(device),
+            "dtype": str(dtype).replace("torch.", ""), "git_commit": git_commit(), "environment": environment(),
+            "argv": sys.argv,
+            # covers prompt files, shots and truncation: any change to what the model sees
+            "prompts_sha256": hashlib.sha256("\0".join(
+                self.runner.prompt(ex) + "\1" + ex.gold for ex in self.examples).encode()).hexdigest(),
+        }
+
+    def config(self, args, **extra) -> dict:
+        # Everything that changes the numbers; batch size and device only move them within float noise.
+        return {"model": args.model, "data_sha256": self.info["data_sha256"], "split": self.info["split"],
+                "prompts_sha256": self.info["prompts_sha256"],
+                "limit": args.limit, "seed": args.seed, "num_shots": self.num_shots, "match": args.match,
+                "dtype": self.info["dtype"], "max_prompt_tokens": self.max_prompt_tokens, **extra}
+
+    def truncated(self, records: list[dict]) -> int:
+        return sum(1 for r in records if r.get("truncated_tokens"))
 
 
-def _config(args, info: dict, **extra) -> dict:
-    # Everything that changes the numbers; batch size and device only move them within float noise.
-    return {"model": args.model, "data_sha256": info["data_sha256"], "split": info["split"],
-            "limit": args.limit, "seed": args.seed, "num_shots": info["num_shots"], "match": args.match,
-            "dtype": info["dtype"], **extra}
-
-
-def probe_main(task_name: str, argv: list[str] | None = None, doc: str | None = None) -> dict:
-    """`training/<dataset>/run_<dataset>.py`: probe, split certain/uncertain, write training data."""
-    from .pipeline import METHODS, lmflow_text_only, probe, training_texts
+def probe_parser(doc: str | None) -> argparse.ArgumentParser:
+    from .pipeline import METHODS
 
     p = base_parser(doc)
     p.add_argument("--method", choices=METHODS, default="unsure")
     p.add_argument("--num_try", type=int, default=5, help="samples per question for --method uncertain")
     p.add_argument("--temperature", type=float, default=0.7, help="sampling temperature for uncertain")
     p.add_argument("--output_dir", default=str(REPO_ROOT / "training" / "training_data"))
-    args = p.parse_args(argv)
+    return p
+
+
+def probe_main(task: str | Task, argv: list[str] | None = None, doc: str | None = None,
+               args: argparse.Namespace | None = None) -> dict:
+    """`training/<dataset>/run_<dataset>.py`: probe, split certain/uncertain, write training data."""
+    from .pipeline import lmflow_text_only, probe, training_texts
+
+    args = args or probe_parser(doc).parse_args(argv)
     try:
-        task, examples, spec, runner, info = _setup(args, task_name, "train")
-        result = args.result or f"{task.name}_{spec.tag}"
-        out = Path(args.output_dir)
-        stem = out / f"{result}_{args.method}"
+        task = get_task(task) if isinstance(task, str) else task
+        if "train" not in task.files:
+            raise DataError(f"{task.name} has no training split")
+        run = Setup(args, task, "train")
+        result = args.result or f"{task.name}_{run.spec.tag}"
+        stem = Path(args.output_dir) / f"{result}_{args.method}"
         extra = {"method": args.method}
         if args.method == "uncertain":
             extra.update(num_try=args.num_try, temperature=args.temperature)
         store = RunStore(stem.with_suffix(".records.jsonl"), stem.with_suffix(".meta.json"),
-                         _config(args, info, **extra), overwrite=args.overwrite)
-        store.start(args=vars(args), **info)
+                         run.config(args, **extra), overwrite=args.overwrite)
+        store.start(args=vars(args), **run.info)
         t0 = time.time()
-        records = probe(runner, examples, store, method=args.method, batch_size=args.batch_size,
-                        seed=args.seed, match=args.match, num_try=args.num_try, temperature=args.temperature)
+        records = probe(run.runner, run.examples, store, method=args.method, batch_size=args.batch_size,
+                        seed=args.seed, match=args.match, num_try=args.num_try, temperature=args.temperature,
+                        max_batch_tokens=args.max_batch_tokens)
     except (DataError, RunConflict) as e:
         _fail(str(e))
-    texts = training_texts(task, examples, records, args.method, args.seed)
-    from .records import write_jsonl
-
+    texts = training_texts(task, run.examples, records, args.method, args.seed)
     write_jsonl(stem.with_suffix(".records.jsonl"), records)
     data_path = stem.with_suffix(".json")
     write_json(data_path, lmflow_text_only(texts))
     n_certain = sum(r["certain"] for r in records)
     counts = {"questions": len(records), "certain": n_certain, "uncertain": len(records) - n_certain,
-              "greedy_correct": sum(r["correct"] for r in records)}
-    store.finish(counts=counts, wall_time_s=round(time.time() - t0, 2), training_data=str(data_path))
-    print(json.dumps({"training_data": str(data_path), **counts}, indent=2))
-    return counts
-
-
-def evaluate_main(task_name: str, argv: list[str] | None = None, doc: str | None = None,
-                  domains: tuple[str, ...] = ("ID", "OOD")) -> dict:
-    """`evaluation/run_<dataset>.py`: answers, confidences and the summary table."""
-    from .metrics import format_table, summarize
-    from .pipeline import evaluate
-
-    p = base_parser(doc)
-    p.add_argument("--domain", choices=domains, default=domains[0])
-    p.add_argument("--output_dir", default=str(REPO_ROOT / "evaluation" / "results"))
-    args = p.parse_args(argv)
-    try:
-        task, examples, spec, runner, info = _setup(args, task_name, args.domain)
-        result = args.result or f"{spec.tag}_{task.name}"
-        stem = Path(args.output_dir) / f"{result}_{args.domain}"
-        store = RunStore(stem.with_suffix(".jsonl"), stem.with_suffix(".meta.json"),
-                         _config(args, info), overwrite=args.overwrite)
-        store.start(args=vars(args), **info)
-        t0 = time.time()
-        records = evaluate(runner, examples, store, batch_size=args.batch_size, match=args.match)
-    except (DataError, RunConflict) as e:
-        _fail(str(e))
+              "greedy_correct": sum(r["correct"] for r in records), "truncated_prompts": run.truncated(records)}
     wall = time.time() - t0
-    # The original's results file: one [correct, answer_conf, sure_prob] per question, in order.
-    write_json(stem.with_suffix(".json"), [[r["correct"], r["answer_conf"], r["sure_prob"]] for r in records])
-    summary = summarize([r["correct"] for r in records], [r["answer_conf"] for r in records],
-                        [r["sure_prob"] for r in records])
-    row = {"result": result, "task": task.name, "domain": args.domain, "model": args.model, **summary}
-    summary_doc = {**row, "match": args.match, "num_shots": info["num_shots"], "seed": args.seed,
-                   "wall_time_s": round(wall, 2), "questions_per_s": round(len(records) / wall, 3) if wall else None,
-                   "results_file": str(stem.with_suffix(".json")), "records_file": str(stem.with_suffix(".jsonl")),
-                   "git_commit": info["git_commit"], "data_sha256": info["data_sha256"]}
-    write_json(stem.with_suffix(".summary.json"), summary_doc)
-    store.finish(summary=summary, wall_time_s=round(wall, 2))
-    print(format_table([row], SUMMARY_COLUMNS))
-    return summary_doc
+    store.finish(counts=counts, wall_time_s=round(wall, 2), training_data=str(data_path))
+    print(json.dumps({"training_data": str(data_path), **counts, "wall_time_s": round(wall, 1)}, indent=2))
+    return {**counts, "training_data": str(data_path), "wall_time_s": wall}
 
 
 SUMMARY_COLUMNS = [
@@ -169,3 +162,59 @@ SUMMARY_COLUMNS = [
     ("ap", "AP%", ".2%"), ("ap_answer_conf", "AP(conf)%", ".2%"), ("ap_sure_prob", "AP(sure)%", ".2%"),
     ("answer_rate", "answer%", ".2%"), ("accuracy_answered", "acc@ans%", ".2%"),
 ]
+REFUSAL_COLUMNS = [
+    ("task", "task", ""), ("domain", "questions", ""), ("n", "n", "d"), ("refusal_rate", "refused%", ".2%"),
+    ("refused_by_unsure", "unsure%", ".2%"), ("refused_by_phrase", "phrase%", ".2%"),
+    ("mean_sure_prob", "mean p(sure)", ".3f"),
+]
+
+
+def evaluate_main(task: str | Task, argv: list[str] | None = None, doc: str | None = None) -> dict:
+    """`evaluation/run_<dataset>.py`: answers, confidences and the summary table."""
+    from .metrics import format_table, summarize
+    from .pipeline import evaluate
+    from .refusal import refusal_summary
+
+    task = get_task(task) if isinstance(task, str) else task
+    p = base_parser(doc)
+    p.add_argument("--domain", choices=task.domains, default=task.domains[0])
+    p.add_argument("--output_dir", default=str(REPO_ROOT / "evaluation" / "results"))
+    args = p.parse_args(argv)
+    try:
+        run = Setup(args, task, args.domain)
+        result = args.result or f"{run.spec.tag}_{task.name}"
+        stem = Path(args.output_dir) / f"{result}_{args.domain}"
+        store = RunStore(stem.with_suffix(".jsonl"), stem.with_suffix(".meta.json"),
+                         run.config(args), overwrite=args.overwrite)
+        store.start(args=vars(args), **run.info)
+        t0 = time.time()
+        records = evaluate(run.runner, run.examples, store, batch_size=args.batch_size, match=args.match,
+                           max_batch_tokens=args.max_batch_tokens)
+    except (DataError, RunConflict) as e:
+        _fail(str(e))
+    wall = time.time() - t0
+    row = {"result": result, "task": task.name, "domain": args.domain, "model": args.model}
+    if task.kind == "refusal":
+        summary = refusal_summary(records, answerable=args.domain == "answerable")
+        columns = REFUSAL_COLUMNS
+    else:
+        # The original's results file: one [correct, answer_conf, sure_prob] per question, in order.
+        write_json(stem.with_suffix(".json"), [[r["correct"], r["answer_conf"], r["sure_prob"]] for r in records])
+        summary = summarize([r["correct"] for r in records], [r["answer_conf"] for r in records],
+                            [r["sure_prob"] for r in records])
+        summary["match"] = args.match
+        columns = SUMMARY_COLUMNS
+    row.update(summary)
+    summary_doc = {**row, "truncated_prompts": run.truncated(records), "max_prompt_tokens": run.max_prompt_tokens,
+                   "num_shots": run.num_shots, "seed": args.seed, "wall_time_s": round(wall, 2),
+                   "questions_per_s": round(len(records) / wall, 3) if wall else None,
+                   "records_file": str(stem.with_suffix(".jsonl")), "git_commit": run.info["git_commit"],
+                   "data_sha256": run.info["data_sha256"]}
+    if task.kind != "refusal":
+        summary_doc["results_file"] = str(stem.with_suffix(".json"))
+    write_json(stem.with_suffix(".summary.json"), summary_doc)
+    store.finish(summary=summary, wall_time_s=round(wall, 2))
+    print(format_table([row], columns))
+    if summary_doc["truncated_prompts"]:
+        print(f"{summary_doc['truncated_prompts']} prompts were cut to --max_prompt_tokens {run.max_prompt_tokens}")
+    return summary_doc

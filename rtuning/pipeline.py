@@ -14,7 +14,8 @@ from .engine import Engine, Sampling, continuation_token, sure_prompt
 from .matching import MATCHERS
 from .metrics import answer_entropy
 from .records import RunStore
-from .tasks import REFUSAL_PHRASES, SURE_QUESTION, SURE_TEXT, UNSURE_TEXT, Example, Shots, Task
+from .refusal import is_refusal
+from .tasks import REFUSAL_PHRASES, SURE_QUESTION, SURE_TEXT, UNSURE_TEXT, DataError, Example, Shots, Task
 
 METHODS = ("unsure", "unknown", "uncertain", "vanilla")
 
@@ -32,17 +33,43 @@ class Scored:
 class TaskRunner:
     """Binds an engine to a task: prompts (with shots), answering and sure-probability."""
 
-    def __init__(self, engine: Engine, task: Task, shots: Shots):
+    def __init__(self, engine: Engine, task: Task, shots: Shots, max_prompt_tokens: int | None = None):
         self.engine, self.task, self.shots = engine, task, shots
+        self.max_prompt_tokens = max_prompt_tokens
+        self.truncated: dict[int, int] = {}  # example index -> context tokens cut away
         self.letter_ids: list[int] = []
         if task.kind == "choice":
-            ctx = "Question: Which one?\nAnswer:" + task.answer_sep
-            self.letter_ids = [continuation_token(engine.tokenizer, ctx, c) for c in task.choices]
+            # the letter as the tokenizer writes it right after "Answer:" (+ separator)
+            self.letter_ids = [continuation_token(engine.tokenizer, "Question: Which one?\nAnswer:",
+                                                  task.answer_sep + c) for c in task.choices]
             if len(set(self.letter_ids)) != len(self.letter_ids):
                 raise ValueError(f"option letters {task.choices} share a first token")
 
     def prompt(self, ex: Example) -> str:
-        return self.shots.prompt(ex)
+        """Shots + prompt, its context cut from the left when longer than max_prompt_tokens."""
+        prefix = self.shots.prefix(ex)
+        full = prefix + ex.prompt
+        limit = self.max_prompt_tokens
+        if limit is None:
+            return full
+        tok = self.engine.tokenizer
+        enc = tok(full, add_special_tokens=True, return_offsets_mapping=True)
+        excess = len(enc.input_ids) - limit
+        if excess <= 0:
+            return full
+        keep_from = len(prefix) + ex.context_end  # shots and context may go; the rest stays
+        starts = [s for (s, e) in enc.offset_mapping if e > s]  # real tokens' start offsets
+        cut_points = [s for s in starts if s <= keep_from]
+        while True:
+            if excess >= len(cut_points):
+                raise DataError(
+                    f"example {ex.index}: the question part alone is longer than --max_prompt_tokens {limit}")
+            text = full[cut_points[excess]:]
+            n = len(tok(text, add_special_tokens=True).input_ids)
+            if n <= limit:
+                self.truncated[ex.index] = len(enc.input_ids) - n
+                return text
+            excess += n - limit
 
     def answer(self, prompts: list[str], max_new_tokens: int, sampling: Sampling | None = None) -> list[Scored]:
         seqs = self.engine.encode(prompts)
@@ -57,19 +84,35 @@ class TaskRunner:
         return self.engine.sure_probability(self.engine.encode(texts))
 
 
+def plan_batches(lengths: Sequence[int], batch_size: int, max_batch_tokens: int | None = None) -> list[list[int]]:
+    """Length-sorted batches (longest first, so memory trouble shows at once) of at most
+    batch_size items and, with max_batch_tokens, at most that many padded tokens."""
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    batches: list[list[int]] = []
+    for i in order:
+        if batches:
+            current = batches[-1]
+            width = lengths[current[0]]  # the longest, as sorted
+            if len(current) < batch_size and (max_batch_tokens is None or (len(current) + 1) * width <= max_batch_tokens):
+                current.append(i)
+                continue
+        batches.append([i])
+    return batches
+
+
 def run_batches(examples: Sequence[Example], prompts: Sequence[str], tokenizer, batch_size: int,
-                store: RunStore, fn: Callable[[list[int], int], list[dict]], desc: str) -> None:
+                store: RunStore, fn: Callable[[list[int], int], list[dict]], desc: str,
+                max_batch_tokens: int | None = None) -> None:
     """Call fn(batch positions, batch number) on length-sorted batches not yet in the store.
 
-    Batches are cut from the full, length-sorted list, so a resumed run computes exactly the
-    batches an uninterrupted run would, and gets identical numbers.
+    Batches are cut from the full list, so a resumed run computes exactly the batches an
+    uninterrupted run would, and gets identical numbers.
     """
     lengths = [len(ids) for ids in tokenizer(list(prompts), add_special_tokens=True).input_ids]
-    order = sorted(range(len(examples)), key=lambda i: (-lengths[i], i))  # longest first: OOM shows early
     todo_total = sum(1 for ex in examples if ex.index not in store.done)
     bar = tqdm(total=len(examples), initial=len(examples) - todo_total, desc=desc, unit="q", smoothing=0.1)
-    for number, start in enumerate(range(0, len(order), batch_size)):
-        batch = [i for i in order[start:start + batch_size] if examples[i].index not in store.done]
+    for number, planned in enumerate(plan_batches(lengths, batch_size, max_batch_tokens)):
+        batch = [i for i in planned if examples[i].index not in store.done]
         if not batch:
             continue
         store.append(fn(batch, number))
@@ -85,7 +128,7 @@ def sampling_for(seed: int, batch_number: int, temperature: float) -> Sampling:
 
 def probe(runner: TaskRunner, examples: Sequence[Example], store: RunStore, *, method: str,
           batch_size: int, seed: int, match: str = "substring", num_try: int = 5,
-          temperature: float = 0.7) -> list[dict]:
+          temperature: float = 0.7, max_batch_tokens: int | None = None) -> list[dict]:
     """Answer every training question greedily (and sample `num_try` answers for `uncertain`)."""
     task, matcher = runner.task, MATCHERS[match]
     prompts = [runner.prompt(ex) for ex in examples]
@@ -98,7 +141,8 @@ def probe(runner: TaskRunner, examples: Sequence[Example], store: RunStore, *, m
             ex = examples[i]
             records.append({"index": ex.index, "question": ex.question, "gold": ex.gold,
                             "output": ans.text, "confidence": ans.confidence,
-                            "correct": bool(matcher(ex.gold, ans.text))})
+                            "correct": bool(is_correct(task, matcher, ex, ans.text)),
+                            "truncated_tokens": runner.truncated.get(ex.index, 0)})
         if method == "uncertain":
             repeated = [p for p in batch_prompts for _ in range(num_try)]
             samples = runner.answer(repeated, task.probe_new_tokens, sampling_for(seed, number, temperature))
@@ -108,7 +152,8 @@ def probe(runner: TaskRunner, examples: Sequence[Example], store: RunStore, *, m
                 rec["entropy"] = answer_entropy(texts)
         return records
 
-    run_batches(examples, prompts, runner.engine.tokenizer, batch_size, store, fn, f"probe {task.name}")
+    run_batches(examples, prompts, runner.engine.tokenizer, batch_size, store, fn, f"probe {task.name}",
+                max_batch_tokens)
     return mark_certain(store.ordered(), method)
 
 
@@ -151,9 +196,14 @@ def lmflow_text_only(texts: Sequence[str]) -> dict:
     return {"type": "text_only", "instances": [{"text": t} for t in texts]}
 
 
+def is_correct(task: Task, matcher, ex: Example, answer: str) -> bool:
+    """Multiple choice: the chosen letter is the gold one; open QA: the matcher's verdict."""
+    return answer == ex.gold if task.kind == "choice" else matcher(ex.gold, answer)
+
+
 def evaluate(runner: TaskRunner, examples: Sequence[Example], store: RunStore, *, batch_size: int,
-             match: str = "substring") -> list[dict]:
-    """Answer, answer confidence, sure-probability and correctness for each test question."""
+             match: str = "substring", max_batch_tokens: int | None = None) -> list[dict]:
+    """Answer, answer confidence, sure-probability and correctness (or refusal) per question."""
     task, matcher = runner.task, MATCHERS[match]
     prompts = [runner.prompt(ex) for ex in examples]
 
@@ -164,14 +214,18 @@ def evaluate(runner: TaskRunner, examples: Sequence[Example], store: RunStore, *
         records = []
         for i, ans, s in zip(batch, answers, sure):
             ex = examples[i]
-            correct = ans.text == ex.gold if task.kind == "choice" else matcher(ex.gold, ans.text)
             rec = {"index": ex.index, "question": ex.question, "gold": ex.gold, "answer": ans.text,
-                   "correct": int(correct), "answer_conf": ans.confidence, "sure_prob": s,
-                   "stopped_by": ans.stopped_by}
+                   "answer_conf": ans.confidence, "sure_prob": s, "stopped_by": ans.stopped_by,
+                   "truncated_tokens": runner.truncated.get(ex.index, 0)}
+            if task.kind == "refusal":
+                rec["refused"], rec["refused_by"] = is_refusal(ans.text, s)
+            else:
+                rec["correct"] = int(is_correct(task, matcher, ex, ans.text))
             if ans.option_probs is not None:
                 rec["option_probs"] = ans.option_probs
             records.append(rec)
         return records
 
-    run_batches(examples, prompts, runner.engine.tokenizer, batch_size, store, fn, f"eval {task.name}")
+    run_batches(examples, prompts, runner.engine.tokenizer, batch_size, store, fn, f"eval {task.name}",
+                max_batch_tokens)
     return store.ordered()

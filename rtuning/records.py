@@ -142,3 +142,8 @@ class RunStore:
         self.meta["status"] = "finished"
         self.meta["finished"] = now()
         write_json(self.meta_path, self.meta)
+
+
+def read_json(path: Path):
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -49,8 +49,11 @@ class Example:
     index: int  # position in the data file (stable across runs: resume and ordering use it)
     question: str
     prompt: str  # zero-shot prompt; the answer follows it after `Task.answer_sep`
-    gold: str  # gold answer string, or the gold option letter for multiple choice
+    gold: str  # gold answer string, the gold option letter, or "" for unanswerable sets
     meta: dict = field(default_factory=dict, compare=False)
+    # prompt[:context_end] is context (evidence, paragraphs) that may be cut from the left when
+    # the prompt is too long; the rest (claim, question, options) is always kept.
+    context_end: int = 0
 
 
 Parser = Callable[[Any, int, str], Example]
@@ -58,16 +61,29 @@ Parser = Callable[[Any, int, str], Example]
 
 @dataclass(frozen=True)
 class Task:
-    """A dataset: files per split, a record parser, and how answers are produced and scored."""
+    """A dataset: files per split, a record parser, and how answers are produced and scored.
+
+    kind: "qa" (generated answer, gold is a substring), "choice" (option letter scored at the
+    first position) or "refusal" (unanswerable questions: only refusal is measured).
+    """
 
     name: str
-    kind: str  # "qa" or "choice"
+    kind: str
     files: dict[str, str]  # split ("train", "ID", "OOD", ...) -> path under the data dir
-    parse: Parser  # (record, index, file) -> Example; raises DataError
+    parse: Parser | None = None  # (record, index, file) -> Example; raises DataError
+    reader: Callable[["Task", Path, str], list[Example]] | None = None  # whole-file loaders (MMLU)
     eval_new_tokens: int = 5
     probe_new_tokens: int = 15
     choices: tuple[str, ...] = ()
-    answer_sep: str = " "  # between prompt and answer, in shots and training text
+    answer_sep: str = " "  # between prompt and answer, in shots, training text and sure prompt
+    shots_from: str | None = None  # task whose training file gives shots, when this one has none
+    records_key: str | None = None  # records live under this key of a JSON object (SelfAware)
+    keep: Callable[[Example, str], bool] | None = None  # which records of a shared file a split uses
+
+    @property
+    def domains(self) -> tuple[str, ...]:
+        """The evaluation splits."""
+        return tuple(k for k in self.files if k != "train")
 
     def path(self, data_dir: str | Path, split: str) -> Path:
         if split not in self.files:
@@ -76,8 +92,18 @@ class Task:
 
     def load(self, data_dir: str | Path, split: str) -> list[Example]:
         path = self.path(data_dir, split)
+        if self.reader is not None:
+            return self.reader(self, path, split)
         records = read_records(path)
+        if self.records_key is not None:
+            if not isinstance(records, dict) or not isinstance(records.get(self.records_key), list):
+                raise DataError(f"{path}: expected an object with a list under {self.records_key!r}")
+            records = records[self.records_key]
+        if not isinstance(records, list):
+            raise DataError(f"{path}: expected a list of records, got {type(records).__name__}")
         examples = [self.parse(rec, i, str(path)) for i, rec in enumerate(records)]
+        if self.keep is not None:
+            examples = [ex for ex in examples if self.keep(ex, split)]
         return examples
 
     def solved(self, ex: Example, answer: str | None = None) -> str:
@@ -86,8 +112,8 @@ class Task:
         return f"{ex.prompt}{self.answer_sep}{answer}."
 
 
-def read_records(path: Path) -> list:
-    """A JSON list/dict file or a JSON-lines file, with errors that name the file."""
+def read_records(path: Path) -> Any:
+    """A JSON file (list or object) or a JSON-lines file, with errors that name the file."""
     if not path.is_file():
         raise DataError(
             f"data file not found: {path}\n"
@@ -109,13 +135,18 @@ def read_records(path: Path) -> list:
         return records
 
 
+def _field(record: Any, key: Any, index: int, file: str, name: str | None = None) -> Any:
+    label = name or str(key)
+    try:
+        return record[key]
+    except (KeyError, IndexError, TypeError):
+        raise DataError(f"{file}: record {index}: missing field {label!r}") from None
+
+
 def require_str(record: Any, key: Any, index: int, file: str, name: str | None = None) -> str:
     """record[key] as a non-empty string, or a DataError naming file, index and field."""
     label = name or str(key)
-    try:
-        value = record[key]
-    except (KeyError, IndexError, TypeError):
-        raise DataError(f"{file}: record {index}: missing field {label!r}") from None
+    value = _field(record, key, index, file, name)
     if not isinstance(value, str):
         raise DataError(f"{file}: record {index}: field {label!r} should be a string, got {type(value).__name__}")
     if not value.strip():
@@ -123,7 +154,30 @@ def require_str(record: Any, key: Any, index: int, file: str, name: str | None =
     return value
 
 
+def require_str_list(record: Any, key: str, index: int, file: str) -> list[str]:
+    value = _field(record, key, index, file)
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise DataError(f"{file}: record {index}: field {key!r} should be a list of strings")
+    return value
+
+
+def require_label(record: Any, key: str, index: int, file: str, labels: dict[str, str]) -> str:
+    value = _field(record, key, index, file)
+    if value not in labels:
+        raise DataError(f"{file}: record {index}: field {key!r} is {value!r}, expected one of {', '.join(labels)}")
+    return labels[value]
+
+
+def require_object(record: Any, index: int, file: str, what: str) -> None:
+    if not isinstance(record, dict):
+        raise DataError(f"{file}: record {index}: expected an object with {what}, got {type(record).__name__}")
+
+
 # --- ParaRel ---------------------------------------------------------------------------
+
+
+def qa_prompt(question: str) -> str:
+    return f"Question: {question} Answer:"
 
 
 def _parse_pararel(record: Any, index: int, file: str) -> Example:
@@ -132,7 +186,7 @@ def _parse_pararel(record: Any, index: int, file: str) -> Example:
     question = require_str(record, 0, index, file, "question")
     gold = require_str(record, 1, index, file, "answer")
     relation = record[2] if len(record) > 2 else ""
-    return Example(index, question, f"Question: {question} Answer:", gold, {"relation": relation})
+    return Example(index, question, qa_prompt(question), gold, {"relation": relation})
 
 
 PARAREL = Task(
@@ -149,7 +203,187 @@ PARAREL = Task(
 )
 
 
-TASKS: dict[str, Task] = {t.name: t for t in (PARAREL,)}
+# --- MMLU ------------------------------------------------------------------------------
+
+MMLU_LETTERS = ("A", "B", "C", "D")
+
+
+def mmlu_question(record: list) -> str:
+    """`{q}\nA. {a}\nB. {b}\nC. {c}\nD. {d}\nAnswer:` (the answer letter follows directly)."""
+    lines = [record[0]] + [f"{letter}. {option}" for letter, option in zip(MMLU_LETTERS, record[1:5])]
+    return "\n".join(lines) + "\nAnswer:"
+
+
+def mmlu_header(subject: str) -> str:
+    return f"The following are multiple choice questions (with answers) about {subject.replace('_', ' ')}.\n\n"
+
+
+def _check_mmlu_record(record: Any, index: int, file: str) -> list:
+    if not isinstance(record, list) or len(record) != 6:
+        raise DataError(f"{file}: record {index}: expected [question, A, B, C, D, answer letter]")
+    for pos, name in enumerate(("question", "A", "B", "C", "D")):
+        if not isinstance(record[pos], str):
+            raise DataError(f"{file}: record {index}: field {name!r} should be a string")
+    if record[5] not in MMLU_LETTERS:
+        raise DataError(f"{file}: record {index}: field 'answer' is {record[5]!r}, expected one of A, B, C, D")
+    return record
+
+
+def mmlu_prompt_file(path: Path, split: str) -> Path:
+    """The 5-shot prompt file of a split's domain: MMLU_ID_prompt.json or MMLU_OOD_prompt.json."""
+    domain = "OOD" if "OOD" in path.name else "ID"
+    return path.with_name(f"MMLU_{domain}_prompt.json")
+
+
+def read_mmlu(task: "Task", path: Path, split: str, prompt_path: Path | None = None) -> list[Example]:
+    """Subject -> records files; each prompt is the subject header, its 5 shots, the question."""
+    data = read_records(path)
+    prompt_path = prompt_path or mmlu_prompt_file(path, split)
+    shots = read_records(prompt_path)
+    if not isinstance(data, dict) or not isinstance(shots, dict):
+        raise DataError(f"{path}: expected an object mapping subject -> list of records")
+    examples, index = [], 0
+    for subject, records in data.items():
+        if subject not in shots:
+            raise DataError(f"{prompt_path}: no shots for subject {subject!r} (needed by {path})")
+        head = mmlu_header(subject) + "".join(
+            mmlu_question(_check_mmlu_record(s, k, f"{prompt_path}[{subject}]")) + s[5] + "\n\n"
+            for k, s in enumerate(shots[subject]))
+        if not isinstance(records, list):
+            raise DataError(f"{path}: subject {subject!r}: expected a list of records")
+        for k, rec in enumerate(records):
+            _check_mmlu_record(rec, index, f"{path} (subject {subject}, item {k})")
+            examples.append(Example(index, rec[0], head + mmlu_question(rec), rec[5], {"subject": subject}))
+            index += 1
+    return examples
+
+
+def mmlu_training_task(dataset: str = "MMLU_ID_train", prompt_domain: str = "ID") -> "Task":
+    """MMLU probing on MMLU/{dataset}.json with the 5-shot prompts of MMLU_{prompt_domain}_prompt.json."""
+    def reader(task: Task, path: Path, split: str) -> list[Example]:
+        return read_mmlu(task, path, split, path.with_name(f"MMLU_{prompt_domain}_prompt.json"))
+
+    return replace(MMLU, files={**MMLU.files, "train": f"MMLU/{dataset}.json"}, reader=reader)
+
+
+MMLU = Task(
+    name="mmlu",
+    kind="choice",
+    files={"train": "MMLU/MMLU_ID_train.json", "ID": "MMLU/MMLU_ID_test.json", "OOD": "MMLU/MMLU_OOD_test.json"},
+    reader=read_mmlu,
+    choices=MMLU_LETTERS,
+    answer_sep="",  # the shots read "Answer:B"
+)
+
+
+# --- FEVER and WiCE: claim + evidence, three lettered options ---------------------------
+
+
+def claim_task(name: str, files: dict[str, str], options: tuple[str, str, str], labels: dict[str, str]) -> Task:
+    def parse(record: Any, index: int, file: str) -> Example:
+        require_object(record, index, file, "claim, evidence, label")
+        claim = require_str(record, "claim", index, file)
+        evidence = require_str_list(record, "evidence", index, file)
+        gold = require_label(record, "label", index, file, labels)
+        context = f"Evidence:{' '.join(evidence)}"
+        prompt = (f"{context}\nClaim:{claim}\nQuestion:Does the evidence support the claim?\n"
+                  + "".join(f"{o}\n" for o in options) + "Answer:")
+        return Example(index, claim, prompt, gold, {"label": record["label"]}, context_end=len(context))
+
+    return Task(name=name, kind="choice", files=files, parse=parse, choices=("A", "B", "C"))
+
+
+FEVER = claim_task(
+    "fever", {"train": "FEVER/fever_10k.json", "ID": "FEVER/fever_10k_test.json"},
+    ("A: SUPPORTS.", "B: REFUTES.", "C: NOT ENOUGH INFO."),
+    {"SUPPORTS": "A", "REFUTES": "B", "NOT ENOUGH INFO": "C"},
+)
+WICE = claim_task(
+    "wice", {"train": "WiCE/wice_train.json", "ID": "WiCE/wice_test.json"},
+    ("A:supported.", "B:partially_supported.", "C:not_supported."),
+    {"supported": "A", "partially_supported": "B", "not_supported": "C"},
+)
+
+
+# --- HotpotQA and HaluEval: context + question, open answer -----------------------------
+
+
+def _parse_hotpot(record: Any, index: int, file: str) -> Example:
+    require_object(record, index, file, "question, answer, context")
+    question = require_str(record, "question", index, file)
+    gold = require_str(record, "answer", index, file)
+    paragraphs = _field(record, "context", index, file)
+    try:
+        context = " ".join(f"{title}:{' '.join(sentences)}\n" for title, sentences in paragraphs)
+    except (TypeError, ValueError):
+        raise DataError(f"{file}: record {index}: field 'context' should be [[title, [sentences]], ...]") from None
+    prompt = f"{context}\nQuestion: {question}\nAnswer:"
+    return Example(index, question, prompt, gold, {"type": record.get("type")}, context_end=len(context))
+
+
+HOTPOTQA = Task(
+    name="hotpotqa", kind="qa",
+    files={"train": "HotpotQA/hotpot_10k.json", "ID": "HotpotQA/hotpot_test.json"},
+    parse=_parse_hotpot, eval_new_tokens=8, probe_new_tokens=15,
+)
+
+
+def _parse_halueval(record: Any, index: int, file: str) -> Example:
+    require_object(record, index, file, "knowledge, question, right_answer")
+    knowledge = require_str(record, "knowledge", index, file)
+    question = require_str(record, "question", index, file)
+    gold = require_str(record, "right_answer", index, file)
+    context = f"Knowledge: {knowledge}"
+    return Example(index, question, f"{context}\nQuestion: {question}\nAnswer:", gold, context_end=len(context))
+
+
+HALUEVAL = Task(
+    name="halueval", kind="qa", files={"OOD": "HaluEvalQA/HaluEvalQA.json"},
+    parse=_parse_halueval, eval_new_tokens=8, shots_from="pararel",
+)
+
+
+# --- Unanswerable sets: refusal, not accuracy -------------------------------------------
+
+
+def _parse_selfaware(record: Any, index: int, file: str) -> Example:
+    require_object(record, index, file, "question, answerable")
+    flag = _field(record, "answerable", index, file)
+    if not isinstance(flag, bool):
+        raise DataError(f"{file}: record {index}: field 'answerable' should be true or false")
+    question = require_str(record, "question", index, file)
+    return Example(index, question, qa_prompt(question), "", {"answerable": flag})
+
+
+def _parse_prompt_record(record: Any, index: int, file: str) -> Example:
+    require_object(record, index, file, "prompt, label")
+    question = require_str(record, "prompt", index, file)
+    meta = {k: record[k] for k in ("label", "category") if k in record}
+    return Example(index, question, qa_prompt(question), "", meta)
+
+
+# Refusal sets are evaluated with generation long enough for a refusal sentence, and shots
+# (for instruct models) from ParaRel, whose "Question: ... Answer:" format they share.
+SELFAWARE = Task(
+    name="selfaware", kind="refusal",
+    files={"unanswerable": "SelfAware/SelfAware.json", "answerable": "SelfAware/SelfAware.json"},
+    parse=_parse_selfaware, records_key="example", eval_new_tokens=16, shots_from="pararel",
+    keep=lambda ex, split: ex.meta["answerable"] == (split == "answerable"),
+)
+FALSEQA = Task(
+    name="falseqa", kind="refusal",
+    files={"unanswerable": "FalseQA/FalseQA_unanswerable.json", "answerable": "FalseQA/FalseQA_answerable.json"},
+    parse=_parse_prompt_record, eval_new_tokens=16, shots_from="pararel",
+)
+NEC = Task(
+    name="nec", kind="refusal",
+    files={"unanswerable": "NEC/NEC_unanswerable.json", "answerable": "NEC/NEC_answerable.json"},
+    parse=_parse_prompt_record, eval_new_tokens=16, shots_from="pararel",
+)
+
+
+TASKS: dict[str, Task] = {t.name: t for t in (PARAREL, MMLU, FEVER, WICE, HOTPOTQA, HALUEVAL, SELFAWARE, FALSEQA, NEC)}
+TRAINING_TASKS = ("pararel", "mmlu", "wice", "hotpotqa", "fever")
 
 
 def get_task(name: str) -> Task:

@@ -1,0 +1,14 @@
+"""Evaluate a model on HotpotQA: paragraphs + question, greedy answer of up to 8
+tokens (stop at "."), answer confidence, sure-probability, accuracy and AP. Long contexts are cut
+from the left to --max_prompt_tokens.
+
+    python evaluation/run_hotpotqa.py --model output_models/pararel_unsure --domain ID \
+        --data_dir ../shared/R-Tuning-data --limit 100
+
+Writes evaluation/results/{result}_{domain}.* and prints the summary table.
+"""
+
+from rtuning.cli import evaluate_main
+
+if __name__ == "__main__":
+    evaluate_main("hotpotqa", doc=__doc__)
