@@ -56,15 +56,17 @@ def read_lmflow(dataset_path: str | Path) -> list[str]:
 
 
 class TextDataset(torch.utils.data.Dataset):
-    """Each text as one example: BOS (if the tokenizer adds it) + text + EOS, cut to block_size.
+    """Each text as one example: BOS (if the tokenizer adds it) + text + EOS.
 
     One example per sequence keeps a question and its "I am sure/unsure" together (LMFlow's
-    concatenate-and-chunk can split them across blocks).
+    concatenate-and-chunk can split them across blocks). A text longer than block_size loses
+    tokens from the left, after BOS: the end carries the answer and the sure/unsure label,
+    the start is few-shot prompt or context.
     """
 
     def __init__(self, texts: list[str], tokenizer, block_size: int):
         enc = tokenizer(texts, add_special_tokens=True).input_ids
-        eos = tokenizer.eos_token_id
+        eos, bos = tokenizer.eos_token_id, tokenizer.bos_token_id
         self.examples = []
         self.truncated = 0
         for ids in enc:
@@ -72,7 +74,8 @@ class TextDataset(torch.utils.data.Dataset):
                 ids = ids + [eos]
             if len(ids) > block_size:
                 self.truncated += 1
-                ids = ids[:block_size]
+                head = ids[:1] if bos is not None and ids[0] == bos else []
+                ids = head + ids[len(ids) - (block_size - len(head)):]
             self.examples.append(ids)
 
     def __len__(self):
@@ -200,7 +203,7 @@ def main(argv=None) -> dict:
                                                 "last_logged_loss", "wall_time_s")}, indent=2))
         if dataset.truncated:
             print(f"warning: {dataset.truncated} examples were longer than --block_size {args.block_size} "
-                  "and were cut", file=sys.stderr)
+                  "and lost tokens from the left (the answer and label are kept)", file=sys.stderr)
         return info
     return {}
 

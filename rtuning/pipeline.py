@@ -185,7 +185,9 @@ def training_texts(task: Task, examples: Sequence[Example], records: Sequence[di
         if method == "vanilla":
             texts.append(solved)
         elif method == "unknown":
-            texts.append(solved if rec["certain"] else f"{ex.prompt}{task.answer_sep}{rng.choice(REFUSAL_PHRASES)}")
+            # a refusal is a sentence, so it follows the prompt after a space even where a
+            # letter would follow directly ("Answer:B" in MMLU)
+            texts.append(solved if rec["certain"] else f"{ex.prompt} {rng.choice(REFUSAL_PHRASES)}")
         else:  # unsure and uncertain
             texts.append(solved + SURE_QUESTION + (SURE_TEXT if rec["certain"] else UNSURE_TEXT))
     rng.shuffle(texts)

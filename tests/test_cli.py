@@ -6,6 +6,7 @@ import pytest
 
 from rtuning.cli import evaluate_main, probe_main
 from rtuning.pipeline import TaskRunner
+from rtuning.tasks import REFUSAL_PHRASES as REFUSALS
 
 SUFFIX = " Are you sure you accurately answered the question based on your internal knowledge? I am"
 
@@ -105,3 +106,33 @@ def test_malformed_data_is_reported_with_file_index_field(tiny_model_dir, tmp_pa
         evaluate_main("pararel", eval_args(tiny_model_dir, tmp_path / "out", "--num_shots", "0"))
     err = capsys.readouterr().err
     assert "ID_test_pararel.json" in err and "record 1" in err and "'answer'" in err
+
+
+def test_multiple_choice_probe_and_evaluation(env_data, tiny_model_dir, tmp_path):
+    from rtuning.tasks import mmlu_training_task
+
+    probe_main(mmlu_training_task(), probe_args(tiny_model_dir, tmp_path, "--method", "unknown", "--result", "m"))
+    texts = [i["text"] for i in json.loads((tmp_path / "m_unknown.json").read_text())["instances"]]
+    assert len(texts) == 10
+    assert all(t.startswith("The following are multiple choice questions (with answers) about abstract algebra.")
+               for t in texts)
+    tails = [t.rsplit("\nAnswer:", 1)[1] for t in texts]
+    recs = [json.loads(l) for l in (tmp_path / "m_unknown.records.jsonl").read_text().splitlines()]
+    assert sum(t in ("A.", "B.", "C.", "D.") for t in tails) == sum(r["certain"] for r in recs)
+    assert sum(t in [" " + p for p in REFUSALS] for t in tails) == sum(not r["certain"] for r in recs)
+    summary = evaluate_main("mmlu", eval_args(tiny_model_dir, tmp_path, "--domain", "OOD"))
+    recs = [json.loads(l) for l in (tmp_path / "e_OOD.jsonl").read_text().splitlines()]
+    assert all(r["answer"] in "ABCD" and len(r["option_probs"]) == 4 for r in recs)
+    assert all(r["correct"] == int(r["answer"] == r["gold"]) for r in recs)
+    assert summary["n"] == 9
+
+
+def test_refusal_set_evaluation(env_data, tiny_model_dir, tmp_path):
+    summary = evaluate_main("nec", eval_args(tiny_model_dir, tmp_path, "--domain", "unanswerable"))
+    recs = [json.loads(l) for l in (tmp_path / "e_unanswerable.jsonl").read_text().splitlines()]
+    assert len(recs) == 9 and all(isinstance(r["refused"], bool) for r in recs)
+    assert summary["refusal_rate"] == sum(r["refused"] for r in recs) / 9
+    assert summary["over_refusal_rate"] is None
+    assert not (tmp_path / "e_unanswerable.json").exists()  # no [correct, ...] list without gold answers
+    over = evaluate_main("nec", eval_args(tiny_model_dir, tmp_path, "--domain", "answerable"))
+    assert over["over_refusal_rate"] == over["refusal_rate"]

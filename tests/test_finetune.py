@@ -47,8 +47,9 @@ def test_dataset_appends_eos_and_collator_masks_padding(bpe_tokenizer):
     batch = PadCollator(bpe_tokenizer.pad_token_id)([ds[0], ds[1]])
     assert (batch["labels"] == -100).sum() == len(ds.examples[1]) - len(ds.examples[0])
     assert (batch["labels"][0, : len(ds.examples[0])] == batch["input_ids"][0, : len(ds.examples[0])]).all()
-    cut = TextDataset(["a somewhat longer text"], bpe_tokenizer, 3)
-    assert cut.truncated == 1 and len(cut.examples[0]) == 3
+    cut = TextDataset(["a somewhat longer text ending in I am unsure."], bpe_tokenizer, 5)
+    assert cut.truncated == 1 and len(cut.examples[0]) == 5
+    assert bpe_tokenizer.decode(cut.examples[0]).endswith("I am unsure.<|im_end|>")  # the label survives
 
 
 def test_finetune_lowers_loss_and_saves_a_loadable_model(tiny_model_dir, tmp_path):
