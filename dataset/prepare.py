@@ -25,7 +25,10 @@ from rtuning.cli import default_data_dir
 from rtuning.tasks import MMLU_LETTERS, TASKS, DataError
 
 MMLU_SUBJECTS, MMLU_ID_SUBJECTS = 57, 28
-MMLU_HUB, HALUEVAL_HUB, HOTPOT_HUB = ("cais/mmlu", "all"), ("pminervini/HaluEval", "qa"), ("hotpotqa/hotpot_qa", "distractor")
+# (name, config) on the Hugging Face Hub; hotpotqa/hotpot_qa is where the old name hotpot_qa now lives
+MMLU_HUB = ("cais/mmlu", "all")
+HALUEVAL_HUB = ("pminervini/HaluEval", "qa")
+HOTPOT_HUB = ("hotpotqa/hotpot_qa", "distractor")
 WICE_LABELS = ("supported", "partially_supported", "not_supported")
 
 Rows = dict[str, list[list[str]]]  # MMLU subject -> [question, A, B, C, D, letter] rows
@@ -71,10 +74,17 @@ def hub(name: str, config: str):
     return datasets.load_dataset(name, config)
 
 
+def hub_rows(split, name: str) -> list[tuple[str, dict]]:
+    return [(f"{name} row {i}", dict(r)) for i, r in enumerate(split)]
+
+
 def check_with_task(task: str, records: list[tuple[str, Any]], file: str) -> None:
     """Parse each record with the project's own reader, so what we write is what the scripts read."""
     for i, (where, rec) in enumerate(records):
-        TASKS[task].parse(rec, i, f"{file} ({where})")
+        try:
+            TASKS[task].parse(rec, i, file)
+        except DataError as err:
+            raise SourceError(str(err) if where == f"record {i}" else f"{err} ({where})") from None
 
 
 # --- MMLU -------------------------------------------------------------------------------
@@ -89,7 +99,7 @@ def read_mmlu_csv(path: Path) -> list[list[str]]:
         for row in reader:
             if len(row) != 6 or row[5] not in MMLU_LETTERS:
                 raise SourceError(f"{path}: line {reader.line_num}: expected 6 fields "
-                                  "(question, A, B, C, D, answer letter A-D), got {row!r:.200}")
+                                  f"(question, A, B, C, D, answer letter A-D), got {row!r:.200}")
             rows.append(row)
     return rows
 
@@ -109,7 +119,9 @@ def mmlu_from_hub() -> tuple[Rows, Rows]:
 
     def group(split) -> Rows:
         rows: Rows = {}
-        for r in split:  # the Hub keeps each subject's rows in the CSV order
+        for i, r in enumerate(split):  # the Hub keeps each subject's rows in the CSV order
+            if len(r["choices"]) != 4 or r["answer"] not in range(4):
+                raise SourceError(f"{MMLU_HUB[0]}: row {i} ({r['subject']}): expected 4 choices and an answer 0-3")
             rows.setdefault(r["subject"], []).append([r["question"], *r["choices"], MMLU_LETTERS[r["answer"]]])
         return rows
 
@@ -149,7 +161,7 @@ HALUEVAL_FIELDS = ("knowledge", "question", "right_answer", "hallucinated_answer
 
 def prepare_halueval(args) -> dict[str, Any]:
     if args.from_hub:
-        records, file = [(f"row {i}", dict(r)) for i, r in enumerate(hub(*HALUEVAL_HUB)["data"])], "hub"
+        records, file = hub_rows(hub(*HALUEVAL_HUB)["data"], "data"), HALUEVAL_HUB[0]
     else:
         records, file = read_json_records(Path(args.source)), args.source
     for where, rec in records:
@@ -189,14 +201,15 @@ def prepare_hotpotqa(args) -> dict[str, Any]:
     out = {}
     if args.from_hub:
         ds = hub(*HOTPOT_HUB)
-        rows = lambda split, n=None: ((f"{split} row {i}", dict(r)) for i, r in enumerate(ds[split].select(range(n or len(ds[split])))))
-        out["HotpotQA/hotpot_10k.json"] = hotpot_records(rows("train", min(args.num_train, len(ds["train"]))), "hub")
-        out["HotpotQA/hotpot_test.json"] = hotpot_records(rows("validation"), "hub")
+        train = ds["train"].select(range(min(args.num_train, len(ds["train"]))))
+        out["HotpotQA/hotpot_10k.json"] = hotpot_records(hub_rows(train, "train"), HOTPOT_HUB[0])
+        out["HotpotQA/hotpot_test.json"] = hotpot_records(hub_rows(ds["validation"], "validation"), HOTPOT_HUB[0])
         return out
     if not args.source and not args.dev:
         raise SourceError("hotpotqa needs --source (training file), --dev (dev distractor file), or --from_hub")
     if args.source:
-        out["HotpotQA/hotpot_10k.json"] = hotpot_records(read_json_records(Path(args.source)), args.source, args.num_train)
+        train = read_json_records(Path(args.source))
+        out["HotpotQA/hotpot_10k.json"] = hotpot_records(train, args.source, args.num_train)
     if args.dev:
         out["HotpotQA/hotpot_test.json"] = hotpot_records(read_json_records(Path(args.dev)), args.dev)
     return out
@@ -212,7 +225,8 @@ def prepare_wice(args) -> dict[str, Any]:
         records = read_json_records(path)
         for where, rec in records:
             if not isinstance(rec, dict) or rec.get("label") not in WICE_LABELS:
-                raise SourceError(f"{path}: {where}: expected an object whose 'label' is one of {', '.join(WICE_LABELS)}")
+                raise SourceError(f"{path}: {where}: expected an object whose 'label' is one of "
+                                  f"{', '.join(WICE_LABELS)}")
         check_with_task("wice", records, str(path))
         out[name] = [rec for _, rec in records]
     return out
@@ -237,8 +251,9 @@ def parser() -> argparse.ArgumentParser:
                    help="data folder to write into (default: $RTUNING_DATA_DIR or dataset/)")
     sub = p.add_subparsers(dest="dataset", required=True)
 
-    def command(name: str, help: str, source_help: str, hub_help: str | None, required: bool = True):
-        s = sub.add_parser(name, help=help, description=help)
+    def command(name: str, help: str, source_help: str, hub_help: str | None, required: bool = True,
+                description: str = ""):
+        s = sub.add_parser(name, help=help, description=f"{help}. {description}".strip())
         s.add_argument("--out_dir", default=argparse.SUPPRESS, help="as above; may also follow the subcommand")
         group = s.add_mutually_exclusive_group(required=required)
         group.add_argument("--source", help=source_help)
@@ -251,7 +266,8 @@ def parser() -> argparse.ArgumentParser:
                 "MMLU data folder holding dev/{subject}_dev.csv and test/{subject}_test.csv",
                 f"load {MMLU_HUB[0]} ({MMLU_HUB[1]}) from the Hugging Face Hub")
     s.add_argument("--allow_any_count", action="store_true",
-                   help=f"accept a subject count other than {MMLU_SUBJECTS} (the first {MMLU_ID_SUBJECTS} are in-domain)")
+                   help=f"accept a subject count other than {MMLU_SUBJECTS} "
+                        f"(the first {MMLU_ID_SUBJECTS} are still in-domain)")
     s.set_defaults(run=prepare_mmlu)
 
     s = command("halueval", "HaluEval QA -> HaluEvalQA/HaluEvalQA.json",
@@ -267,9 +283,10 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--num_train", type=int, default=10000, help="keep the first N training questions (default 10000)")
     s.set_defaults(run=prepare_hotpotqa)
 
-    s = command("wice", "WiCE -> WiCE/wice_train.json and WiCE/wice_test.json. No --from_hub: WiCE has no "
-                "official Hugging Face copy; get the claim-level files from github.com/ryokamoi/wice.",
-                "folder with WiCE's claim-level train.jsonl and test.jsonl (dev.jsonl is not used)", None)
+    s = command("wice", "WiCE -> WiCE/wice_train.json and WiCE/wice_test.json (local files only)",
+                "folder with WiCE's claim-level train.jsonl and test.jsonl (dev.jsonl is not used)", None,
+                description="There is no --from_hub: WiCE has no official Hugging Face copy. The claim-level "
+                            "files are data/entailment_retrieval/claim/ in github.com/ryokamoi/wice.")
     s.set_defaults(run=prepare_wice)
     return p
 
