@@ -42,6 +42,15 @@ class Sampling:
     generator: torch.Generator | None = None
 
 
+@dataclass
+class PromptCache:
+    """The KV cache of a batch of left-padded prompts, kept after decoding their answers."""
+
+    cache: object
+    mask: torch.Tensor
+    prompts: list[list[int]]
+
+
 def continuation_token(tokenizer, context: str, word: str) -> int:
     """The first token id the tokenizer really produces for `word` right after `context`.
 
@@ -89,6 +98,7 @@ class Engine:
         if self.sure_id == self.unsure_id:
             raise ValueError("the tokenizer gives ' sure' and ' unsure' the same first token")
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self.prompt_cache: PromptCache | None = None
 
     # -- encoding -------------------------------------------------------------------------
 
@@ -118,21 +128,63 @@ class Engine:
                          use_cache=False, logits_to_keep=1)
         return torch.softmax(out.logits[:, -1, :].float(), dim=-1).cpu()
 
-    def sure_probability(self, seqs: list[list[int]]) -> list[float]:
-        """p(sure) / (p(sure) + p(unsure)) after each (already encoded) sure prompt."""
-        probs = self.next_token_probs(seqs)
+    def sure_probability(self, seqs: list[list[int]], prompt_cache: "PromptCache | None" = None) -> list[float]:
+        """p(sure) / (p(sure) + p(unsure)) after each (already encoded) sure prompt.
+
+        With the prompt_cache of the `generate` call that produced the answers, only the
+        tokens after each prompt (answer and sure question) are computed; rows whose sure
+        prompt does not start with their prompt's tokens are scored in full.
+        """
+        if prompt_cache is None:
+            probs = self.next_token_probs(seqs)
+        else:
+            probs = self._continue_from_cache(prompt_cache, seqs)
         sure, unsure = probs[:, self.sure_id], probs[:, self.unsure_id]
         total = sure + unsure
         ratio = torch.where(total > 0, sure / total.clamp(min=1e-45), torch.full_like(total, 0.5))
         return ratio.tolist()
 
-    def choose_letter(self, seqs: list[list[int]], letter_ids: list[int],
-                      sampling: Sampling | None = None) -> list[tuple[int, list[float]]]:
+    @torch.inference_mode()
+    def _continue_from_cache(self, pc: "PromptCache", seqs: list[list[int]]) -> torch.Tensor:
+        n = len(seqs)
+        if n != len(pc.prompts):
+            raise ValueError("prompt cache and sequences differ in batch size")
+        suffixes, fallback = [], []
+        for row, (full, prompt) in enumerate(zip(seqs, pc.prompts)):
+            if len(full) > len(prompt) and full[: len(prompt)] == prompt:
+                suffixes.append(full[len(prompt):])
+            else:  # the tokenizer merged across the prompt boundary: score this row in full
+                suffixes.append([self.pad_id])
+                fallback.append(row)
+        width = max(len(x) for x in suffixes)
+        ids = torch.full((n, width), self.pad_id, dtype=torch.long)
+        smask = torch.zeros((n, width), dtype=torch.long)
+        for row, x in enumerate(suffixes):  # right-padded: causal attention never sees the pads
+            ids[row, : len(x)] = torch.tensor(x)
+            smask[row, : len(x)] = 1
+        ids, smask = ids.to(self.device), smask.to(self.device)
+        lengths = pc.mask.sum(-1, keepdim=True)
+        positions = lengths + torch.arange(width, device=self.device)[None, :]
+        mask = torch.cat([pc.mask, smask], dim=1)
+        last = torch.tensor([len(x) - 1 for x in suffixes], device=self.device)
+        keep = torch.unique(last)  # logits only where some row ends
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=pc.cache,
+                         use_cache=True, logits_to_keep=keep)
+        column = torch.searchsorted(keep, last)
+        logits = out.logits[torch.arange(n, device=self.device), column].float()
+        probs = torch.softmax(logits, dim=-1).cpu()
+        if fallback:
+            probs[fallback] = self.next_token_probs([seqs[r] for r in fallback])
+        return probs
+
+    def choose_letter(self, seqs: list[list[int]], letter_ids: list[int], sampling: Sampling | None = None,
+                      keep_prompt_cache: bool = False) -> list[tuple[int, list[float]]]:
         """Pick an option from the letters' logits at the first position (softmax over letters)."""
         ids, mask, positions = self._left_pad(seqs)
         with torch.inference_mode():
             out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
-                             use_cache=False, logits_to_keep=1)
+                             use_cache=keep_prompt_cache, logits_to_keep=1)
+        self.prompt_cache = PromptCache(out.cache, mask, [list(s) for s in seqs]) if keep_prompt_cache else None
         logits = out.logits[:, -1, letter_ids].float()
         probs = torch.softmax(logits, dim=-1)
         if sampling is None:
@@ -146,14 +198,17 @@ class Engine:
 
     @torch.inference_mode()
     def generate(self, seqs: list[list[int]], max_new_tokens: int,
-                 sampling: Sampling | None = None) -> list[Answer]:
+                 sampling: Sampling | None = None, keep_prompt_cache: bool = False) -> list[Answer]:
         """Decode each sequence until a period token, an end token or the length limit.
 
         Greedy unless `sampling` is given. The stop token itself is not part of the answer,
-        and rows that have stopped never contribute further tokens.
+        and rows that have stopped never contribute further tokens. With keep_prompt_cache,
+        the prompts' KV cache is kept (as `self.prompt_cache`) for `sure_probability`.
         """
         n = len(seqs)
+        self.prompt_cache = None
         ids, mask, positions = self._left_pad(seqs)
+        prompt_mask = mask
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
                          use_cache=True, logits_to_keep=1)
         cache = out.cache
@@ -188,6 +243,9 @@ class Engine:
                              cache=cache, use_cache=True)
             cache = out.cache
             next_pos = next_pos + 1
+        if keep_prompt_cache and cache.is_croppable:
+            cache.crop(-(cache.get_seq_length() - prompt_mask.shape[1]))
+            self.prompt_cache = PromptCache(cache, prompt_mask, [list(s) for s in seqs])
         texts = self.tokenizer.batch_decode(tokens, skip_special_tokens=True)
         return [Answer(t.strip(), tk, tp, s) for t, tk, tp, s in zip(texts, tokens, token_probs, stopped)]
 

@@ -71,17 +71,22 @@ class TaskRunner:
                 return text
             excess += n - limit
 
-    def answer(self, prompts: list[str], max_new_tokens: int, sampling: Sampling | None = None) -> list[Scored]:
+    def answer(self, prompts: list[str], max_new_tokens: int, sampling: Sampling | None = None,
+               keep_prompt_cache: bool = False) -> list[Scored]:
+        """Answers; with keep_prompt_cache the prompts' KV cache stays for `sure`."""
         seqs = self.engine.encode(prompts)
         if self.task.kind == "choice":
-            picks = self.engine.choose_letter(seqs, self.letter_ids, sampling)
+            picks = self.engine.choose_letter(seqs, self.letter_ids, sampling, keep_prompt_cache)
             return [Scored(self.task.choices[k], probs[k], "letter", probs) for k, probs in picks]
-        answers = self.engine.generate(seqs, max_new_tokens, sampling)
+        answers = self.engine.generate(seqs, max_new_tokens, sampling, keep_prompt_cache)
         return [Scored(a.text, a.confidence, a.stopped_by) for a in answers]
 
-    def sure(self, prompts: list[str], answers: list[str]) -> list[float]:
+    def sure(self, prompts: list[str], answers: list[str], reuse_cache: bool = False) -> list[float]:
+        """Sure-probabilities; reuse_cache continues from the last `answer` call's prompt cache."""
         texts = [sure_prompt(p, a, self.task.answer_sep) for p, a in zip(prompts, answers)]
-        return self.engine.sure_probability(self.engine.encode(texts))
+        cache = self.engine.prompt_cache if reuse_cache else None
+        self.engine.prompt_cache = None  # used once: the forward pass extends it
+        return self.engine.sure_probability(self.engine.encode(texts), cache)
 
 
 def plan_batches(lengths: Sequence[int], batch_size: int, max_batch_tokens: int | None = None) -> list[list[int]]:
@@ -204,15 +209,19 @@ def is_correct(task: Task, matcher, ex: Example, answer: str) -> bool:
 
 
 def evaluate(runner: TaskRunner, examples: Sequence[Example], store: RunStore, *, batch_size: int,
-             match: str = "substring", max_batch_tokens: int | None = None) -> list[dict]:
-    """Answer, answer confidence, sure-probability and correctness (or refusal) per question."""
+             match: str = "substring", max_batch_tokens: int | None = None,
+             reuse_cache: bool = True) -> list[dict]:
+    """Answer, answer confidence, sure-probability and correctness (or refusal) per question.
+
+    reuse_cache: the sure question continues from the answer prompt's KV cache instead of
+    encoding the shared prefix again (same numbers, less arithmetic)."""
     task, matcher = runner.task, MATCHERS[match]
     prompts = [runner.prompt(ex) for ex in examples]
 
     def fn(batch: list[int], number: int) -> list[dict]:
         batch_prompts = [prompts[i] for i in batch]
-        answers = runner.answer(batch_prompts, task.eval_new_tokens)
-        sure = runner.sure(batch_prompts, [a.text for a in answers])
+        answers = runner.answer(batch_prompts, task.eval_new_tokens, keep_prompt_cache=reuse_cache)
+        sure = runner.sure(batch_prompts, [a.text for a in answers], reuse_cache=reuse_cache)
         records = []
         for i, ans, s in zip(batch, answers, sure):
             ex = examples[i]

@@ -106,3 +106,38 @@ def test_sampling_is_reproducible_with_a_seeded_generator(tiny_engine, questions
     seqs = tiny_engine.encode([q.prompt for q in questions]) * 2
     runs = [tiny_engine.generate(seqs, 4, Sampling(generator=torch.Generator().manual_seed(3))) for _ in range(2)]
     assert [a.token_ids for a in runs[0]] == [a.token_ids for a in runs[1]]
+
+
+def test_sure_from_the_prompt_cache_equals_a_full_forward(tiny_engine, questions):
+    prompts = [q.prompt for q in questions]
+    seqs = tiny_engine.encode(prompts)
+    answers = tiny_engine.generate(seqs, 5, keep_prompt_cache=True)
+    cache = tiny_engine.prompt_cache
+    assert cache is not None and cache.cache.get_seq_length() == max(len(s) for s in seqs)
+    sure_seqs = tiny_engine.encode([sure_prompt(p, a.text) for p, a in zip(prompts, answers)])
+    full = tiny_engine.sure_probability(sure_seqs)
+    reused = tiny_engine.sure_probability(sure_seqs, cache)
+    assert reused == pytest.approx(full, abs=1e-5)
+
+
+def test_prompt_cache_falls_back_when_tokens_merge_across_the_boundary(tiny_engine):
+    seqs = tiny_engine.encode(["Question: a b Answer:", "Question: c Answer:"])
+    tiny_engine.generate(seqs, 2, keep_prompt_cache=True)
+    # row 0 does not start with its prompt's tokens: it must be scored in full
+    sure_seqs = [tiny_engine.encode(["Something else entirely. I am"])[0],
+                 seqs[1] + tiny_engine.encode([" x. I am"])[0]]
+    reused = tiny_engine.sure_probability(sure_seqs, tiny_engine.prompt_cache)
+    assert reused == pytest.approx(tiny_engine.sure_probability(sure_seqs), abs=1e-5)
+
+
+def test_letter_cache_reuse_matches(tiny_engine, data_dir):
+    from rtuning.engine import continuation_token
+    from rtuning.tasks import MMLU
+
+    prompts = [ex.prompt for ex in MMLU.load(data_dir, "ID")[:3]]
+    seqs = tiny_engine.encode(prompts)
+    letters = [continuation_token(tiny_engine.tokenizer, "Answer:", c) for c in "ABCD"]
+    picks = tiny_engine.choose_letter(seqs, letters, keep_prompt_cache=True)
+    sure_seqs = tiny_engine.encode([sure_prompt(p, "ABCD"[k], "") for p, (k, _) in zip(prompts, picks)])
+    assert tiny_engine.sure_probability(sure_seqs, tiny_engine.prompt_cache) == pytest.approx(
+        tiny_engine.sure_probability(sure_seqs), abs=1e-5)
