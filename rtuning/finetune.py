@@ -89,6 +89,33 @@ class TextDataset(torch.utils.data.Dataset):
         return sum(len(e) for e in self.examples)
 
 
+class PackedDataset(torch.utils.data.Dataset):
+    """LMFlow's grouping: all examples' tokens concatenated and cut into block_size blocks.
+
+    No padding at all, but the remainder is dropped and a block may start mid-example, so a
+    question and its sure/unsure label can land in different blocks (see SPEC.md).
+    """
+
+    def __init__(self, examples: list[list[int]], block_size: int):
+        flat = [t for ex in examples for t in ex]
+        usable = len(flat) // block_size * block_size
+        self.examples = [flat[i:i + block_size] for i in range(0, usable, block_size)]
+        self.dropped_tokens = len(flat) - usable
+        self.truncated = 0
+        if not self.examples:
+            raise LMFlowError(f"packing: {len(flat)} tokens in all, less than one block of {block_size}")
+
+    def __len__(self):
+        return len(self.examples)
+
+    def __getitem__(self, i):
+        return {"input_ids": self.examples[i]}
+
+    @property
+    def num_tokens(self) -> int:
+        return sum(len(e) for e in self.examples)
+
+
 class PadCollator:
     """Right-pads a batch; padding positions get label -100 so they carry no loss."""
 
@@ -127,6 +154,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--dtype", default="auto", choices=("auto", "bf16", "fp16", "fp32"),
                    help="mixed precision: auto is bf16 on a GPU that supports it, else fp32")
+    p.add_argument("--packing", action="store_true",
+                   help="LMFlow-style concatenate-and-chunk to --block_size instead of one padded example "
+                        "per sequence (faster, but can split a question from its label)")
     p.add_argument("--gradient_checkpointing", action="store_true")
     p.add_argument("--dataloader_num_workers", type=int, default=0)
     return p.parse_args(argv)
@@ -156,6 +186,12 @@ def main(argv=None) -> dict:
     tokenizer = load_tokenizer(spec, padding_side="right")
     model = AutoModelForCausalLM.from_pretrained(materialize(spec), dtype=torch.float32)
     dataset = TextDataset(texts, tokenizer, args.block_size)
+    if args.packing:
+        try:
+            dataset = PackedDataset(dataset.examples, args.block_size)
+        except LMFlowError as e:
+            print(f"error: {e}", file=sys.stderr)
+            raise SystemExit(2)
     out = Path(args.output_model_path)
     targs = TrainingArguments(
         output_dir=str(out),
@@ -192,6 +228,7 @@ def main(argv=None) -> dict:
             "args": vars(args), "model": args.model_name_or_path, "model_path": spec.path,
             "gguf_file": spec.gguf_file, "data_files": [str(f) for f in lmflow_files(args.dataset_path)],
             "examples": len(dataset), "tokens": dataset.num_tokens, "truncated_examples": dataset.truncated,
+            "packing": args.packing, "packing_dropped_tokens": getattr(dataset, "dropped_tokens", 0),
             "dtype": dtype, "world_size": trainer.args.world_size, "steps": trainer.state.global_step,
             "train_loss": result.training_loss, "first_logged_loss": losses[0] if losses else None,
             "last_logged_loss": losses[-1] if losses else None, "wall_time_s": round(wall, 2),

@@ -67,3 +67,12 @@ def test_finetune_lowers_loss_and_saves_a_loadable_model(tiny_model_dir, tmp_pat
     assert losses[-1] < losses[0]
     args = json.loads((out / "finetune_args.json").read_text())
     assert args["args"]["learning_rate"] == 5e-3
+
+
+def test_packing_concatenates_and_drops_the_remainder():
+    from rtuning.finetune import PackedDataset
+
+    packed = PackedDataset([[1, 2, 3], [4, 5], [6, 7, 8, 9]], block_size=4)
+    assert packed.examples == [[1, 2, 3, 4], [5, 6, 7, 8]] and packed.dropped_tokens == 1
+    with pytest.raises(LMFlowError, match="less than one block"):
+        PackedDataset([[1, 2]], block_size=4)
