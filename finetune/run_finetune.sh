@@ -8,8 +8,13 @@
 # Defaults follow the paper: 1 epoch (not LMFlow's 0.01), lr 2e-5, block size 512, batch 4.
 # Override with --num_train_epochs, --learning_rate, --per_device_train_batch_size,
 # --gradient_accumulation_steps, --seed, --dtype bf16|fp16|fp32, --max_steps ...
-# Runs on the GPU when there is one, on the CPU otherwise. Set NUM_PROCESSES=N to start N
-# data-parallel processes through accelerate (one per GPU).
+# Runs on the GPU when there is one, on the CPU otherwise.
+#
+# Scaling out (flags passed to `accelerate launch`; see README "Scaling out"):
+#   --accelerate_config finetune/configs/{single,ddp,fsdp,zero2,zero3}.yaml
+#   --num_processes N  --num_machines M  --machine_rank R  --main_process_ip IP  --main_process_port P
+#   --cpu              (force CPU processes, e.g. two-process tests)
+# Without a config: one process (NUM_PROCESSES=N or --num_processes N for data parallel).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$here/.."
@@ -17,5 +22,47 @@ if ! command -v accelerate >/dev/null 2>&1; then
   echo "error: 'accelerate' not found; pip install -r requirements.txt" >&2
   exit 2
 fi
-exec accelerate launch --num_processes "${NUM_PROCESSES:-1}" --num_machines 1 --dynamo_backend no \
-  -m rtuning.finetune "$@"
+launch=()
+config=""
+args=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --accelerate_config) config="$2"; shift 2 ;;
+    --num_processes|--num_machines|--machine_rank|--main_process_ip|--main_process_port)
+      [ $# -ge 2 ] || { echo "error: $1 needs a value" >&2; exit 2; }
+      launch+=("$1" "$2"); shift 2 ;;
+    --cpu) launch+=(--cpu); shift ;;
+    *) args+=("$1"); shift ;;
+  esac
+done
+if [ -n "$config" ]; then
+  [ -f "$config" ] || { echo "error: accelerate config not found: $config" >&2; exit 2; }
+  if grep -q "DEEPSPEED" "$config" && ! python -c "import deepspeed" 2>/dev/null; then
+    echo "error: $config uses DeepSpeed, which is not installed: pip install deepspeed" >&2
+    exit 2
+  fi
+  launch=(--config_file "$config" "${launch[@]}")
+else
+  # precision is set by --dtype through the Trainer, not by the launcher
+  launch=(--num_processes "${NUM_PROCESSES:-1}" --num_machines 1 --mixed_precision no --dynamo_backend no
+          "${launch[@]}")
+fi
+# accelerate's --cpu starts a single process whatever --num_processes says; several CPU
+# processes go through the multi-process (torchrun) launcher and a gloo process group.
+nproc=1; cpu=0; rest=()
+for ((i = 0; i < ${#launch[@]}; i++)); do
+  case "${launch[$i]}" in
+    --num_processes) nproc="${launch[$((i + 1))]}"; rest+=("${launch[$i]}") ;;
+    --cpu) cpu=1; continue ;;
+    *) rest+=("${launch[$i]}") ;;
+  esac
+done
+if [ "$cpu" = 1 ]; then
+  if [ "$nproc" -gt 1 ]; then
+    export ACCELERATE_USE_CPU=true CUDA_VISIBLE_DEVICES=""
+    launch=(--multi_gpu "${rest[@]}")
+  else
+    launch=(--cpu "${rest[@]}")
+  fi
+fi
+exec accelerate launch "${launch[@]}" -m rtuning.finetune "${args[@]}"

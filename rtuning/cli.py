@@ -10,8 +10,8 @@ import sys
 import time
 from pathlib import Path
 
-from .records import (REPO_ROOT, RunConflict, RunStore, environment, file_sha256, git_commit, write_json,
-                      write_jsonl)
+from .records import REPO_ROOT, RunConflict, RunStore, environment, file_sha256, git_commit, write_json
+from .distributed import current as current_processes
 from .tasks import DataError, Shots, Task, get_task
 
 DATA_ENV = "RTUNING_DATA_DIR"
@@ -41,6 +41,9 @@ def base_parser(doc: str | None) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps ...")
     p.add_argument("--dtype", default="auto", help="auto (bf16 on GPU, fp32 on CPU), fp32, bf16, fp16")
+    p.add_argument("--device_map", default=None,
+                   help="'auto' shards a model too big for one GPU across the visible GPUs (explicit "
+                        "choice; otherwise the whole model goes to --device)")
     p.add_argument("--num_shots", type=int, default=None,
                    help="solved training examples before each open-QA prompt (default: the model's "
                         "recommended value, 0 for models outside the registry, as in the paper)")
@@ -73,10 +76,14 @@ class Setup:
         shots_task = get_task(task.shots_from) if task.shots_from else task
         pool = shots_task.load(args.data_dir, "train") if self.num_shots else []
         shots = Shots(shots_task, pool, self.num_shots, args.seed)
-        device = pick_device(args.device)
+        self.procs = procs = current_processes()
+        if procs.world > 1 and args.device_map:
+            raise DataError("--device_map shards one model over the GPUs; do not combine it with a "
+                            "data-parallel launch (one model per process)")
+        device = procs.device if procs.world > 1 else pick_device(args.device)
         dtype = pick_dtype(args.dtype, device)
         t0 = time.time()
-        model, tok = load_model(spec, device, dtype)
+        model, tok = load_model(spec, device, dtype, device_map=args.device_map)
         print(f"loaded {args.model} on {device} ({dtype}) in {time.time() - t0:.1f}s", file=sys.stderr)
         context = getattr(model.config, "max_position_embeddings", None) or args.max_prompt_tokens
         # leave room for the answer and the sure question that follows it
@@ -89,7 +96,8 @@ class Setup:
             "num_shots": self.num_shots, "num_shots_source": "argument" if args.num_shots is not None else
             ("model registry" if spec.entry and recommended else "paper default"),
             "shots_from": shots_task.name, "shots": [s.index for s in shots.pool],
-            "max_prompt_tokens": self.max_prompt_tokens, "device": str(device),
+            "max_prompt_tokens": self.max_prompt_tokens, "device": str(device), "device_map": args.device_map,
+            "processes": procs.world,
             "dtype": str(dtype).replace("torch.", ""), "git_commit": git_commit(), "environment": environment(),
             "argv": sys.argv,
             # covers prompt files, shots and truncation: any change to what the model sees
@@ -103,6 +111,18 @@ class Setup:
                 "prompts_sha256": self.info["prompts_sha256"],
                 "limit": args.limit, "seed": args.seed, "num_shots": self.num_shots, "match": args.match,
                 "dtype": self.info["dtype"], "max_prompt_tokens": self.max_prompt_tokens, **extra}
+
+    def store(self, stem_records: Path, stem_meta: Path, config: dict, overwrite: bool, info_args) -> RunStore:
+        """The run's store on every process; the main one clears (--overwrite) and starts it first."""
+        procs = self.procs
+        store = None
+        if procs.is_main:
+            store = RunStore(stem_records, stem_meta, config, overwrite=overwrite, rank=0, world=procs.world)
+            store.start(args=vars(info_args), **self.info)
+        procs.barrier()
+        if store is None:
+            store = RunStore(stem_records, stem_meta, config, rank=procs.rank, world=procs.world)
+        return store
 
     def truncated(self, records: list[dict]) -> int:
         return sum(1 for r in records if r.get("truncated_tokens"))
@@ -135,17 +155,18 @@ def probe_main(task: str | Task, argv: list[str] | None = None, doc: str | None 
         extra = {"method": args.method}
         if args.method == "uncertain":
             extra.update(num_try=args.num_try, temperature=args.temperature)
-        store = RunStore(stem.with_suffix(".records.jsonl"), stem.with_suffix(".meta.json"),
-                         run.config(args, **extra), overwrite=args.overwrite)
-        store.start(args=vars(args), **run.info)
+        store = run.store(stem.with_suffix(".records.jsonl"), stem.with_suffix(".meta.json"),
+                          run.config(args, **extra), args.overwrite, args)
         t0 = time.time()
         records = probe(run.runner, run.examples, store, method=args.method, batch_size=args.batch_size,
                         seed=args.seed, match=args.match, num_try=args.num_try, temperature=args.temperature,
-                        max_batch_tokens=args.max_batch_tokens)
+                        max_batch_tokens=args.max_batch_tokens, procs=run.procs)
     except (DataError, RunConflict) as e:
         _fail(str(e))
+    if not run.procs.is_main:
+        return {}
     texts = training_texts(task, run.examples, records, args.method, args.seed)
-    write_jsonl(stem.with_suffix(".records.jsonl"), records)
+    store.write_merged(records)
     data_path = stem.with_suffix(".json")
     write_json(data_path, lmflow_text_only(texts))
     n_certain = sum(r["certain"] for r in records)
@@ -184,14 +205,16 @@ def evaluate_main(task: str | Task, argv: list[str] | None = None, doc: str | No
         run = Setup(args, task, args.domain)
         result = args.result or f"{run.spec.tag}_{task.name}"
         stem = Path(args.output_dir) / f"{result}_{args.domain}"
-        store = RunStore(stem.with_suffix(".jsonl"), stem.with_suffix(".meta.json"),
-                         run.config(args), overwrite=args.overwrite)
-        store.start(args=vars(args), **run.info)
+        store = run.store(stem.with_suffix(".jsonl"), stem.with_suffix(".meta.json"), run.config(args),
+                          args.overwrite, args)
         t0 = time.time()
         records = evaluate(run.runner, run.examples, store, batch_size=args.batch_size, match=args.match,
-                           max_batch_tokens=args.max_batch_tokens)
+                           max_batch_tokens=args.max_batch_tokens, procs=run.procs)
     except (DataError, RunConflict) as e:
         _fail(str(e))
+    if not run.procs.is_main:
+        return {}
+    store.write_merged(records)
     wall = time.time() - t0
     row = {"result": result, "task": task.name, "domain": args.domain, "model": args.model}
     if task.kind == "refusal":

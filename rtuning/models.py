@@ -164,14 +164,33 @@ def load_tokenizer(spec: ModelSpec, padding_side: str = "left"):
     return tok
 
 
-def load_model(spec: ModelSpec, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32):
-    """Load model and (left-padding) tokenizer for inference, in eval mode."""
+def load_model(spec: ModelSpec, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
+               device_map: str | None = None):
+    """Load model and (left-padding) tokenizer for inference, in eval mode.
+
+    A folder holding a LoRA adapter (adapter_config.json) loads its base model with the
+    adapter applied. device_map ("auto") shards the model over the visible devices instead.
+    """
     from transformers import AutoModelForCausalLM
 
     folder = materialize(spec)
     tok = load_tokenizer(spec)
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
-    model.to(device)
+    kwargs = {"dtype": dtype}
+    if device_map:
+        kwargs["device_map"] = device_map
+    adapter = Path(folder) / "adapter_config.json"
+    if adapter.is_file():
+        import json
+
+        from peft import PeftModel
+
+        base = json.loads(adapter.read_text())["base_model_name_or_path"]
+        model = AutoModelForCausalLM.from_pretrained(materialize(resolve_model(base)), **kwargs)
+        model = PeftModel.from_pretrained(model, folder)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
+    if not device_map:
+        model.to(device)
     model.eval()
     return model, tok
 

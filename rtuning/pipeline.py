@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 from .engine import Engine, Sampling, continuation_token, sure_prompt
 from .matching import MATCHERS
 from .metrics import answer_entropy
+from .distributed import Processes
 from .records import RunStore
 from .refusal import is_refusal
 from .tasks import REFUSAL_PHRASES, SURE_QUESTION, SURE_TEXT, UNSURE_TEXT, DataError, Example, Shots, Task
@@ -107,22 +108,30 @@ def plan_batches(lengths: Sequence[int], batch_size: int, max_batch_tokens: int 
 
 def run_batches(examples: Sequence[Example], prompts: Sequence[str], tokenizer, batch_size: int,
                 store: RunStore, fn: Callable[[list[int], int], list[dict]], desc: str,
-                max_batch_tokens: int | None = None) -> None:
+                max_batch_tokens: int | None = None, procs: Processes = Processes()) -> None:
     """Call fn(batch positions, batch number) on length-sorted batches not yet in the store.
 
     Batches are cut from the full list, so a resumed run computes exactly the batches an
-    uninterrupted run would, and gets identical numbers.
+    uninterrupted run would, and gets identical numbers. In a data-parallel run, process r
+    takes batches r, r + world, ... (the same batches a single process computes), and all
+    processes wait for each other before the records are read back.
     """
     lengths = [len(ids) for ids in tokenizer(list(prompts), add_special_tokens=True).input_ids]
-    todo_total = sum(1 for ex in examples if ex.index not in store.done)
-    bar = tqdm(total=len(examples), initial=len(examples) - todo_total, desc=desc, unit="q", smoothing=0.1)
-    for number, planned in enumerate(plan_batches(lengths, batch_size, max_batch_tokens)):
-        batch = [i for i in planned if examples[i].index not in store.done]
+    plan = plan_batches(lengths, batch_size, max_batch_tokens)
+    mine = [(number, b) for number, b in enumerate(plan) if number % procs.world == procs.rank]
+    total = sum(len(b) for _, b in mine)
+    todo = [(number, [i for i in b if examples[i].index not in store.done]) for number, b in mine]
+    left = sum(len(b) for _, b in todo)
+    bar = tqdm(total=total, initial=total - left, desc=desc if procs.world == 1 else f"{desc} [{procs.rank}]",
+               unit="q", smoothing=0.1, position=procs.rank)
+    for number, batch in todo:
         if not batch:
             continue
         store.append(fn(batch, number))
         bar.update(len(batch))
     bar.close()
+    procs.barrier()
+    store.refresh()
 
 
 def sampling_for(seed: int, batch_number: int, temperature: float) -> Sampling:
@@ -133,7 +142,8 @@ def sampling_for(seed: int, batch_number: int, temperature: float) -> Sampling:
 
 def probe(runner: TaskRunner, examples: Sequence[Example], store: RunStore, *, method: str,
           batch_size: int, seed: int, match: str = "substring", num_try: int = 5,
-          temperature: float = 0.7, max_batch_tokens: int | None = None) -> list[dict]:
+          temperature: float = 0.7, max_batch_tokens: int | None = None,
+          procs: Processes = Processes()) -> list[dict]:
     """Answer every training question greedily (and sample `num_try` answers for `uncertain`)."""
     task, matcher = runner.task, MATCHERS[match]
     prompts = [runner.prompt(ex) for ex in examples]
@@ -158,7 +168,7 @@ def probe(runner: TaskRunner, examples: Sequence[Example], store: RunStore, *, m
         return records
 
     run_batches(examples, prompts, runner.engine.tokenizer, batch_size, store, fn, f"probe {task.name}",
-                max_batch_tokens)
+                max_batch_tokens, procs)
     return mark_certain(store.ordered(), method)
 
 
@@ -210,7 +220,7 @@ def is_correct(task: Task, matcher, ex: Example, answer: str) -> bool:
 
 def evaluate(runner: TaskRunner, examples: Sequence[Example], store: RunStore, *, batch_size: int,
              match: str = "substring", max_batch_tokens: int | None = None,
-             reuse_cache: bool = True) -> list[dict]:
+             reuse_cache: bool = True, procs: Processes = Processes()) -> list[dict]:
     """Answer, answer confidence, sure-probability and correctness (or refusal) per question.
 
     reuse_cache: the sure question continues from the answer prompt's KV cache instead of
@@ -238,5 +248,5 @@ def evaluate(runner: TaskRunner, examples: Sequence[Example], store: RunStore, *
         return records
 
     run_batches(examples, prompts, runner.engine.tokenizer, batch_size, store, fn, f"eval {task.name}",
-                max_batch_tokens)
+                max_batch_tokens, procs)
     return store.ordered()

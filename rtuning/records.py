@@ -92,14 +92,18 @@ class RunStore:
     """Per-example results of one run, keyed by example index, resumable.
 
     `config` holds every setting that changes the results; a rerun with the same config
-    continues from the records already on disk, a different one is refused.
+    continues from the records already on disk, a different one is refused. In a
+    data-parallel run each process appends to its own part file (`{records}.rank{r}`); every
+    process sees the records of all parts, and the main process merges them at the end.
     """
 
-    def __init__(self, records_path: Path, meta_path: Path, config: dict, overwrite: bool = False):
+    def __init__(self, records_path: Path, meta_path: Path, config: dict, overwrite: bool = False,
+                 rank: int = 0, world: int = 1):
         self.records_path, self.meta_path = Path(records_path), Path(meta_path)
         self.config = json.loads(json.dumps(config))  # normalise tuples etc. as stored
+        self.rank, self.world = rank, world
         if overwrite:
-            for p in (self.records_path, self.meta_path):
+            for p in (self.records_path, self.meta_path, *self._parts()):
                 p.unlink(missing_ok=True)
         self.meta: dict = {}
         if self.meta_path.is_file():
@@ -111,23 +115,38 @@ class RunStore:
                     f"{self.meta_path} was written with different settings ({', '.join(diff)}); "
                     "pass --overwrite to start over, or another --result name to keep both"
                 )
-        elif self.records_path.is_file():
+        elif self.records_path.is_file() or self._parts():
             raise RunConflict(f"{self.records_path} exists without {self.meta_path.name}; pass --overwrite")
-        self.done: dict[int, dict] = {r["index"]: r for r in read_jsonl(self.records_path)}
-        self.resumed = len(self.done)
+        self.append_path = (self.records_path if world == 1
+                            else self.records_path.with_name(f"{self.records_path.name}.rank{rank}"))
         self.records_path.parent.mkdir(parents=True, exist_ok=True)
-        if self.records_path.is_file():
-            # Drop a torn last line before appending after it.
-            write_jsonl(self.records_path, self.done.values())
+        if self.append_path.is_file():
+            # Drop a torn last line (a killed write) before appending after it.
+            write_jsonl(self.append_path, read_jsonl(self.append_path))
+        self.refresh()
+        self.resumed = len(self.done)
+
+    def _parts(self) -> list[Path]:
+        return sorted(self.records_path.parent.glob(self.records_path.name + ".rank*"))
+
+    def refresh(self) -> None:
+        """Reload the records of every process from disk."""
+        self.done: dict[int, dict] = {}
+        for path in [self.records_path, *self._parts()]:
+            for r in read_jsonl(path):
+                self.done[r["index"]] = r
 
     def start(self, **info) -> None:
+        if self.rank != 0:
+            return
         self.meta = {**self.meta, **info, "config": self.config, "status": "running"}
         self.meta.setdefault("started", now())
         self.meta["resumed_from"] = self.resumed
+        self.meta["processes"] = self.world
         write_json(self.meta_path, self.meta)
 
     def append(self, records: list[dict]) -> None:
-        with open(self.records_path, "a", encoding="utf-8") as f:
+        with open(self.append_path, "a", encoding="utf-8") as f:
             for r in records:
                 f.write(json.dumps(r, ensure_ascii=False) + "\n")
             f.flush()
@@ -136,6 +155,12 @@ class RunStore:
 
     def ordered(self) -> list[dict]:
         return [self.done[i] for i in sorted(self.done)]
+
+    def write_merged(self, records: list[dict]) -> None:
+        """The final records in question order, in one file; the part files go."""
+        write_jsonl(self.records_path, records)
+        for p in self._parts():
+            p.unlink(missing_ok=True)
 
     def finish(self, **info) -> None:
         self.meta.update(info)

@@ -1,0 +1,87 @@
+"""Two real processes on the CPU (accelerate launch, gloo): evaluation and fine-tuning."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+
+def same_records(a, b):
+    """Equal texts and decisions; probabilities equal up to float noise (kernels may differ by
+    memory alignment between processes)."""
+    ra = [json.loads(line) for line in a.read_text().splitlines()]
+    rb = [json.loads(line) for line in b.read_text().splitlines()]
+    assert len(ra) == len(rb)
+    for x, y in zip(ra, rb):
+        assert x.keys() == y.keys()
+        for k in x:
+            if isinstance(x[k], float):
+                assert x[k] == pytest.approx(y[k], rel=1e-5, abs=1e-7), k
+            else:
+                assert x[k] == y[k], k
+
+
+def launch(args, env, processes=2):
+    # accelerate's --cpu would start one process: the multi-process launcher forms a gloo group
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(processes), "--multi_gpu",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", *args]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, f"{cmd}\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+    return proc
+
+
+@pytest.fixture()
+def env(data_dir):
+    return {**os.environ, "RTUNING_DATA_DIR": str(data_dir), "TOKENIZERS_PARALLELISM": "false",
+            "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+
+
+def test_two_process_evaluation_equals_one_process(tiny_model_dir, tmp_path, env):
+    common = ["evaluation/run_pararel.py", "--model", str(tiny_model_dir), "--domain", "OOD", "--limit", "13",
+              "--batch_size", "3", "--result", "r", "--num_shots", "1"]
+    single = subprocess.run([sys.executable, *common, "--output_dir", str(tmp_path / "one")], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert single.returncode == 0, single.stderr[-3000:]
+    launch([*common, "--output_dir", str(tmp_path / "two")], env)
+    same_records(tmp_path / "one" / "r_OOD.jsonl", tmp_path / "two" / "r_OOD.jsonl")
+    one, two = (json.loads((tmp_path / d / "r_OOD.json").read_text()) for d in ("one", "two"))
+    assert [r[0] for r in one] == [r[0] for r in two]
+    assert not list((tmp_path / "two").glob("*.rank*"))  # parts merged away
+    meta = json.loads((tmp_path / "two" / "r_OOD.meta.json").read_text())
+    assert meta["processes"] == 2 and meta["status"] == "finished"
+
+
+def test_two_process_probe_equals_one_process(tiny_model_dir, tmp_path, env):
+    common = ["training/pararel/run_pararel.py", "--model", str(tiny_model_dir), "--method", "uncertain",
+              "--num_try", "2", "--limit", "9", "--batch_size", "2", "--result", "p", "--num_shots", "0"]
+    single = subprocess.run([sys.executable, *common, "--output_dir", str(tmp_path / "one")], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert single.returncode == 0, single.stderr[-3000:]
+    launch([*common, "--output_dir", str(tmp_path / "two")], env)
+    assert (tmp_path / "one" / "p_uncertain.json").read_text() == (tmp_path / "two" / "p_uncertain.json").read_text()
+    same_records(tmp_path / "one" / "p_uncertain.records.jsonl", tmp_path / "two" / "p_uncertain.records.jsonl")
+
+
+def test_two_process_finetune(tiny_model_dir, tmp_path, env):
+    texts = [f"Question: What is {i} plus {i}? Answer: {2 * i}. Are you sure you accurately answered the "
+             f"question based on your internal knowledge? I am sure." for i in range(16)]
+    data = tmp_path / "d.json"
+    data.write_text(json.dumps({"type": "text_only", "instances": [{"text": t} for t in texts]}))
+    out = tmp_path / "m"
+    proc = subprocess.run(["bash", "finetune/run_finetune.sh", "--num_processes", "2", "--cpu",
+                           "--model_name_or_path", str(tiny_model_dir), "--dataset_path", str(data),
+                           "--output_model_path", str(out), "--learning_rate", "5e-3", "--num_train_epochs", "4",
+                           "--per_device_train_batch_size", "2", "--logging_steps", "1"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    info = json.loads((out / "finetune_args.json").read_text())
+    assert info["world_size"] == 2
+    assert info["steps"] == 16  # 16 examples / (2 per device x 2 processes) x 4 epochs
+    losses = [h["loss"] for h in json.loads((out / "training_log.json").read_text()) if "loss" in h]
+    assert losses[-1] < losses[0] - 0.5
