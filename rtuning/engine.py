@@ -44,11 +44,21 @@ class Sampling:
 
 @dataclass
 class PromptCache:
-    """The KV cache of a batch of left-padded prompts, kept after decoding their answers."""
+    """The KV cache of a batch of left-padded prompts, kept after decoding their answers.
+
+    With `answers`, the cache also holds each row's answer tokens (those whose KV was
+    computed while decoding) in the columns after the prompts, left-aligned: the mask's last
+    `answer_width` columns mark them.
+    """
 
     cache: object
     mask: torch.Tensor
     prompts: list[list[int]]
+    answers: list[list[int]] | None = None
+
+    @property
+    def answer_width(self) -> int:
+        return max((len(a) for a in self.answers), default=0) if self.answers else 0
 
 
 def continuation_token(tokenizer, context: str, word: str) -> int:
@@ -72,10 +82,53 @@ def sure_prompt(prompt: str, answer: str, sep: str = " ") -> str:
     return f"{prompt}{sep}{answer}.{SURE_QUESTION} I am"
 
 
-class Engine:
-    """Wraps a causal LM and its tokenizer for batched scoring."""
+def _common_length(a, b) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
 
-    def __init__(self, model, tokenizer):
+
+def _is_plain(cache) -> bool:
+    # The fast paths rebuild, slice and regroup caches, which assumes plain full-attention
+    # DynamicCache layers (no sliding window, no quantisation, no offloading).
+    from transformers.cache_utils import DynamicCache, DynamicLayer
+
+    return (type(cache) is DynamicCache and not getattr(cache, "offloading", False)
+            and all(type(layer) is DynamicLayer for layer in cache.layers))
+
+
+def _cache_from(kv: list[tuple[torch.Tensor, torch.Tensor]]):
+    from transformers.cache_utils import DynamicCache
+
+    return DynamicCache(ddp_cache_data=kv)
+
+
+def _pad_left(t: torch.Tensor, width: int, dim: int) -> torch.Tensor:
+    extra = width - t.shape[dim]
+    if extra <= 0:
+        return t
+    shape = list(t.shape)
+    shape[dim] = extra
+    return torch.cat([t.new_zeros(shape), t], dim=dim)
+
+
+class Engine:
+    """Wraps a causal LM and its tokenizer for batched scoring.
+
+    Arithmetic is spent on real tokens only: a token prefix that most of a batch shares (the
+    few-shot examples) is computed once and its KV cache kept for the following batches;
+    decoding drops finished rows from the batch; the sure question continues from the
+    answer prompt's cache; logits are computed for the last position only. Counters
+    (`tokens_processed`, `token_slots`, `logit_rows`) record the work for FLOP accounting.
+    """
+
+    # A shared prefix shorter than this is not worth a separate forward pass.
+    MIN_SHARED_PREFIX = 8
+
+    def __init__(self, model, tokenizer, share_prefix: bool = True):
         self.model, self.tokenizer = model, tokenizer
         self.device = next(model.parameters()).device
         vocab = model.get_output_embeddings().weight.shape[0]
@@ -99,6 +152,23 @@ class Engine:
             raise ValueError("the tokenizer gives ' sure' and ' unsure' the same first token")
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.prompt_cache: PromptCache | None = None
+        self.share_prefix = share_prefix
+        # original row of each row of the forward pass in progress (for hooks and tests)
+        self.active_rows: list[int] | None = None
+        self.clear_prefix_cache()
+        self.reset_counters()
+
+    def reset_counters(self) -> None:
+        """Zero the work counters: real tokens, tokens with padding, rows of vocabulary logits."""
+        self.tokens_processed = 0
+        self.token_slots = 0
+        self.logit_rows = 0
+
+    def clear_prefix_cache(self) -> None:
+        """Forget the kept KV cache of the last shared prefix."""
+        self._prefix: tuple[int, ...] = ()
+        self._prefix_kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+        self._prefix_key: tuple | None = None
 
     # -- encoding -------------------------------------------------------------------------
 
@@ -118,15 +188,126 @@ class Engine:
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         return ids, mask, positions
 
+    def _forward(self, ids, mask, positions, cache, real: int, rows: list[int] | None = None):
+        """One counted forward pass with logits for the last position only."""
+        self.active_rows = rows
+        try:
+            out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache,
+                             use_cache=True, logits_to_keep=1)
+        finally:
+            self.active_rows = None
+        self.tokens_processed += real
+        self.token_slots += ids.numel()
+        self.logit_rows += ids.shape[0]
+        return out
+
+    # -- shared prefix --------------------------------------------------------------------
+
+    def _choose_prefix(self, seqs: list[list[int]]) -> tuple[int, ...]:
+        """The token prefix that saves the most work: length x number of rows starting with it.
+
+        Each row keeps at least its last token to compute (its logits are needed). Candidates
+        come from the batch (two or more rows) or, for a lone row, from the kept prefix.
+        """
+        n = len(seqs)
+        best, best_score = (), 0
+        if n >= 2:
+            order = sorted(seqs)
+            common = [min(_common_length(a, b), len(a) - 1, len(b) - 1) for a, b in zip(order, order[1:])]
+            for k in sorted(set(common), reverse=True):
+                if k < self.MIN_SHARED_PREFIX or k * n <= best_score:
+                    break
+                run = longest = end = 0
+                for i, c in enumerate(common):
+                    run = run + 1 if c >= k else 0
+                    if run > longest:
+                        longest, end = run, i + 1
+                if k * (longest + 1) > best_score:
+                    best, best_score = tuple(order[end][:k]), k * (longest + 1)
+        if not best and self._prefix:
+            shared = [min(_common_length(s, self._prefix), len(s) - 1) for s in seqs]
+            for k in sorted(set(shared), reverse=True):
+                score = k * sum(1 for x in shared if x >= k)
+                if k >= self.MIN_SHARED_PREFIX and score > best_score:
+                    best, best_score = self._prefix[:k], score
+        return best
+
+    def _weights_key(self) -> tuple:
+        # in-place weight updates (optimizer steps, load_state_dict) bump tensor versions
+        return (sum(p._version for p in self.model.parameters()), next(self.model.parameters()).dtype)
+
+    @torch.inference_mode()
+    def _prefix_cache(self, prefix: tuple[int, ...]):
+        """KV tensors (batch of one) of `prefix`, reusing the kept prefix's common part."""
+        key = self._weights_key()
+        if key != self._prefix_key:
+            self.clear_prefix_cache()
+        m = _common_length(self._prefix, prefix) if self._prefix_kv is not None else 0
+        if m == len(prefix):
+            return [(k[:, :, :m], v[:, :, :m]) for k, v in self._prefix_kv]
+        base = _cache_from([(k[:, :, :m], v[:, :, :m]) for k, v in self._prefix_kv]) if m else None
+        rest = torch.tensor([prefix[m:]], dtype=torch.long, device=self.device)
+        positions = torch.arange(m, len(prefix), device=self.device)[None, :]
+        out = self.model.base_model(input_ids=rest, position_ids=positions, cache=base, use_cache=True)
+        self.tokens_processed += rest.shape[1]
+        self.token_slots += rest.shape[1]
+        cache = out.cache
+        if not _is_plain(cache):
+            self.share_prefix = False  # this model's cache cannot be shared this way
+            return None
+        self._prefix = tuple(prefix)
+        self._prefix_kv = [(layer.keys, layer.values) for layer in cache.layers]
+        self._prefix_key = key
+        return self._prefix_kv
+
+    # -- prompts --------------------------------------------------------------------------
+
+    def _prefill(self, seqs: list[list[int]]):
+        """Forward the prompts: (last-position logits in float32, KV cache, attention mask).
+
+        Rows that start with the chosen shared prefix compute only the tokens after it; the
+        others (rare: a question that is itself a shot) go through a plain pass, and the two
+        caches are aligned on the right and stacked back into the rows' order.
+        """
+        n = len(seqs)
+        prefix = self._choose_prefix(seqs) if self.share_prefix else ()
+        kv = self._prefix_cache(prefix) if prefix else None
+        P = len(prefix)
+        shared = [r for r, s in enumerate(seqs) if kv is not None and len(s) > P and tuple(s[:P]) == prefix]
+        if not shared:
+            ids, mask, positions = self._left_pad(seqs)
+            out = self._forward(ids, mask, positions, None, sum(len(s) for s in seqs), list(range(n)))
+            return out.logits[:, -1, :].float(), out.cache, mask
+        suffixes = [seqs[r][P:] for r in shared]
+        ids, smask, spos = self._left_pad(suffixes)
+        na = len(shared)
+        mask = torch.cat([torch.ones((na, P), dtype=smask.dtype, device=self.device), smask], dim=1)
+        cache = _cache_from([(k.expand(na, -1, -1, -1), v.expand(na, -1, -1, -1)) for k, v in kv])
+        out = self._forward(ids, mask, spos + P, cache, sum(len(s) for s in suffixes), shared)
+        logits, cache = out.logits[:, -1, :].float(), out.cache
+        in_shared = set(shared)
+        rest = [r for r in range(n) if r not in in_shared]
+        if not rest:
+            return logits, cache, mask
+        ids_b, mask_b, pos_b = self._left_pad([seqs[r] for r in rest])
+        out_b = self._forward(ids_b, mask_b, pos_b, None, sum(len(seqs[r]) for r in rest), rest)
+        order = torch.tensor(shared + rest, device=self.device).argsort()
+        width = max(mask.shape[1], mask_b.shape[1])
+        mask = torch.cat([_pad_left(mask, width, 1), _pad_left(mask_b, width, 1)])[order]
+        logits = torch.cat([logits, out_b.logits[:, -1, :].float()])[order]
+        merged = []
+        for la, lb in zip(cache.layers, out_b.cache.layers):
+            merged.append((torch.cat([_pad_left(la.keys, width, 2), _pad_left(lb.keys, width, 2)])[order],
+                           torch.cat([_pad_left(la.values, width, 2), _pad_left(lb.values, width, 2)])[order]))
+        return logits, _cache_from(merged), mask
+
     # -- scoring --------------------------------------------------------------------------
 
     @torch.inference_mode()
     def next_token_probs(self, seqs: list[list[int]]) -> torch.Tensor:
         """Full next-token distribution after each sequence (float32, on CPU), one forward pass."""
-        ids, mask, positions = self._left_pad(seqs)
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
-                         use_cache=False, logits_to_keep=1)
-        return torch.softmax(out.logits[:, -1, :].float(), dim=-1).cpu()
+        logits, _, _ = self._prefill(seqs)
+        return torch.softmax(logits, dim=-1).cpu()
 
     def sure_probability(self, seqs: list[list[int]], prompt_cache: "PromptCache | None" = None) -> list[float]:
         """p(sure) / (p(sure) + p(unsure)) after each (already encoded) sure prompt.
@@ -149,30 +330,31 @@ class Engine:
         n = len(seqs)
         if n != len(pc.prompts):
             raise ValueError("prompt cache and sequences differ in batch size")
-        suffixes, fallback = [], []
-        for row, (full, prompt) in enumerate(zip(seqs, pc.prompts)):
+        width = pc.answer_width
+        answers = pc.answers or [[] for _ in range(n)]
+        suffixes, fallback, used = [], [], []
+        for row, (full, prompt, ans) in enumerate(zip(seqs, pc.prompts, answers)):
             if len(full) > len(prompt) and full[: len(prompt)] == prompt:
-                suffixes.append(full[len(prompt):])
+                # the cached answer tokens that this sure prompt really starts with
+                k = min(_common_length(full[len(prompt):], ans), len(full) - len(prompt) - 1)
+                suffixes.append(full[len(prompt) + k:])
+                used.append(k)
             else:  # the tokenizer merged across the prompt boundary: score this row in full
                 suffixes.append([self.pad_id])
                 fallback.append(row)
-        width = max(len(x) for x in suffixes)
-        ids = torch.full((n, width), self.pad_id, dtype=torch.long)
-        smask = torch.zeros((n, width), dtype=torch.long)
-        for row, x in enumerate(suffixes):  # right-padded: causal attention never sees the pads
-            ids[row, : len(x)] = torch.tensor(x)
-            smask[row, : len(x)] = 1
-        ids, smask = ids.to(self.device), smask.to(self.device)
-        lengths = pc.mask.sum(-1, keepdim=True)
-        positions = lengths + torch.arange(width, device=self.device)[None, :]
-        mask = torch.cat([pc.mask, smask], dim=1)
-        last = torch.tensor([len(x) - 1 for x in suffixes], device=self.device)
-        keep = torch.unique(last)  # logits only where some row ends
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=pc.cache,
-                         use_cache=True, logits_to_keep=keep)
-        column = torch.searchsorted(keep, last)
-        logits = out.logits[torch.arange(n, device=self.device), column].float()
-        probs = torch.softmax(logits, dim=-1).cpu()
+                used.append(0)
+        base_mask = pc.mask
+        if width and any(k < len(a) for k, a in zip(used, answers)):
+            base_mask = pc.mask.clone()
+            cols = torch.arange(width, device=self.device)[None, :]
+            base_mask[:, -width:] = (cols < torch.tensor(used, device=self.device)[:, None]).to(base_mask.dtype)
+        # Left-padded after the cache (the pads are masked out), so every row ends in the last
+        # column and only that column needs logits.
+        ids, smask, spos = self._left_pad(suffixes)
+        lengths = base_mask.sum(-1, keepdim=True)
+        mask = torch.cat([base_mask, smask], dim=1)
+        out = self._forward(ids, mask, lengths + spos, pc.cache, sum(len(x) for x in suffixes), list(range(n)))
+        probs = torch.softmax(out.logits[:, -1, :].float(), dim=-1).cpu()
         if fallback:
             probs[fallback] = self.next_token_probs([seqs[r] for r in fallback])
         return probs
@@ -180,12 +362,10 @@ class Engine:
     def choose_letter(self, seqs: list[list[int]], letter_ids: list[int], sampling: Sampling | None = None,
                       keep_prompt_cache: bool = False) -> list[tuple[int, list[float]]]:
         """Pick an option from the letters' logits at the first position (softmax over letters)."""
-        ids, mask, positions = self._left_pad(seqs)
         with torch.inference_mode():
-            out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
-                             use_cache=keep_prompt_cache, logits_to_keep=1)
-        self.prompt_cache = PromptCache(out.cache, mask, [list(s) for s in seqs]) if keep_prompt_cache else None
-        logits = out.logits[:, -1, letter_ids].float()
+            logits, cache, mask = self._prefill(seqs)
+        self.prompt_cache = PromptCache(cache, mask, [list(s) for s in seqs]) if keep_prompt_cache else None
+        logits = logits[:, letter_ids]
         probs = torch.softmax(logits, dim=-1)
         if sampling is None:
             picks = probs.argmax(-1)
@@ -202,52 +382,96 @@ class Engine:
         """Decode each sequence until a period token, an end token or the length limit.
 
         Greedy unless `sampling` is given. The stop token itself is not part of the answer,
-        and rows that have stopped never contribute further tokens. With keep_prompt_cache,
+        and rows that have stopped never contribute further tokens: once a quarter of the
+        batch has stopped, those rows leave the batch and its cache. With keep_prompt_cache,
         the prompts' KV cache is kept (as `self.prompt_cache`) for `sure_probability`.
         """
         n = len(seqs)
         self.prompt_cache = None
-        ids, mask, positions = self._left_pad(seqs)
+        logits, cache, mask = self._prefill(seqs)
+        plain = _is_plain(cache)
+        # DynamicCache grows by concatenation, so these tensors stay the prompts' cache
+        prompt_kv = [(layer.keys, layer.values) for layer in cache.layers] if plain and keep_prompt_cache else None
         prompt_mask = mask
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
-                         use_cache=True, logits_to_keep=1)
-        cache = out.cache
-        next_pos = positions[:, -1:] + 1
+        next_pos = mask.sum(-1, keepdim=True)
+        rows = list(range(n))  # original row of each batch row
+        live = [True] * n
         tokens: list[list[int]] = [[] for _ in range(n)]
         token_probs: list[list[float]] = [[] for _ in range(n)]
         stopped = ["length"] * n
-        done = torch.zeros(n, dtype=torch.bool, device=self.device)
+        width = prompt_mask.shape[1]
+        answer_kv: list[tuple[list[int], list]] = []  # (rows, per-layer answer KV) of rows that left
         for step in range(max_new_tokens):
-            logits = out.logits[:, -1, :].float()
             probs = torch.softmax(logits, dim=-1)
-            if sampling is None:
-                chosen = probs.argmax(-1)
-            else:
-                chosen = self._sample(logits, sampling)
+            chosen = probs.argmax(-1) if sampling is None else self._sample(logits, sampling)
             chosen_p = probs.gather(1, chosen[:, None]).squeeze(1)
-            is_period, is_eos = self.period[chosen], self.eos[chosen]
-            for row, (tok, p, per, eos, fin) in enumerate(zip(
-                    chosen.tolist(), chosen_p.tolist(), is_period.tolist(), is_eos.tolist(), done.tolist())):
-                if fin:
+            # one transfer to the host per step
+            host = torch.stack([chosen.double(), chosen_p.double(), self.eos[chosen].double(),
+                                self.period[chosen].double()]).cpu().tolist()
+            for j, (tok, p, eos, per) in enumerate(zip(*host)):
+                if not live[j]:
                     continue
+                row = rows[j]
                 if eos or per:
                     stopped[row] = "eos" if eos else "period"
+                    live[j] = False
                 else:
-                    tokens[row].append(tok)
+                    tokens[row].append(int(tok))
                     token_probs[row].append(p)
-            done |= is_period | is_eos
-            if bool(done.all()) or step == max_new_tokens - 1:
+            alive = sum(live)
+            if not alive or step == max_new_tokens - 1:
                 break
-            mask = torch.cat([mask, torch.ones((n, 1), dtype=mask.dtype, device=self.device)], dim=1)
-            out = self.model(input_ids=chosen[:, None], attention_mask=mask, position_ids=next_pos,
-                             cache=cache, use_cache=True)
-            cache = out.cache
+            if plain and (len(live) - alive) * 4 >= alive:
+                keep = [j for j, x in enumerate(live) if x]
+                if prompt_kv is not None and step:
+                    gone = [j for j, x in enumerate(live) if not x]
+                    answer_kv.append(self._answer_columns(cache, gone, width, [rows[j] for j in gone]))
+                index = torch.tensor(keep, device=self.device)
+                cache.batch_select_indices(index)
+                mask, next_pos, chosen = mask[index], next_pos[index], chosen[index]
+                rows, live = [rows[j] for j in keep], [True] * len(keep)
+            mask = torch.cat([mask, torch.ones((len(rows), 1), dtype=mask.dtype, device=self.device)], dim=1)
+            out = self._forward(chosen[:, None], mask, next_pos, cache, sum(live), rows)
+            logits, cache = out.logits[:, -1, :].float(), out.cache
             next_pos = next_pos + 1
-        if keep_prompt_cache and cache.is_croppable:
-            cache.crop(-(cache.get_seq_length() - prompt_mask.shape[1]))
-            self.prompt_cache = PromptCache(cache, prompt_mask, [list(s) for s in seqs])
+        if keep_prompt_cache:
+            if prompt_kv is not None:
+                if cache.get_seq_length() > width:
+                    answer_kv.append(self._answer_columns(cache, range(len(rows)), width, rows))
+                # answer tokens whose KV was computed: all but the last of a row cut by the length limit
+                fed = [t[: len(t) - (s == "length")] for t, s in zip(tokens, stopped)]
+                self.prompt_cache = self._with_answers(prompt_kv, prompt_mask, seqs, fed, answer_kv)
+            elif cache.is_croppable:  # rows never left this cache: cut it back to the prompts
+                cache.crop(-(cache.get_seq_length() - prompt_mask.shape[1]))
+                self.prompt_cache = PromptCache(cache, prompt_mask, [list(s) for s in seqs])
         texts = self.tokenizer.batch_decode(tokens, skip_special_tokens=True)
         return [Answer(t.strip(), tk, tp, s) for t, tk, tp, s in zip(texts, tokens, token_probs, stopped)]
+
+    @staticmethod
+    def _answer_columns(cache, batch_rows, width: int, rows: list[int]):
+        index = torch.tensor(list(batch_rows), device=cache.layers[0].keys.device)
+        return rows, [(layer.keys[index, :, width:], layer.values[index, :, width:]) for layer in cache.layers]
+
+    def _with_answers(self, prompt_kv, prompt_mask, seqs, fed, answer_kv) -> PromptCache:
+        """The prompts' cache with each row's answer-token KV appended after it (left-aligned)."""
+        n, a = len(seqs), max((len(t) for t in fed), default=0)
+        if a == 0:
+            return PromptCache(_cache_from(prompt_kv), prompt_mask, [list(s) for s in seqs])
+        layers = []
+        for i, (k, v) in enumerate(prompt_kv):
+            ak = k.new_zeros((n, k.shape[1], a, k.shape[3]))
+            av = v.new_zeros((n, v.shape[1], a, v.shape[3]))
+            for rows, kv in answer_kv:
+                gk, gv = kv[i]
+                cols = min(a, gk.shape[2])
+                index = torch.tensor(rows, device=k.device)
+                ak[index, :, :cols] = gk[:, :, :cols]
+                av[index, :, :cols] = gv[:, :, :cols]
+            layers.append((torch.cat([k, ak], dim=2), torch.cat([v, av], dim=2)))
+        cols = torch.arange(a, device=self.device)[None, :]
+        lengths = torch.tensor([len(t) for t in fed], device=self.device)[:, None]
+        mask = torch.cat([prompt_mask, (cols < lengths).to(prompt_mask.dtype)], dim=1)
+        return PromptCache(_cache_from(layers), mask, [list(s) for s in seqs], [list(t) for t in fed])
 
     def _sample(self, logits: torch.Tensor, sampling: Sampling) -> torch.Tensor:
         scaled = logits / sampling.temperature

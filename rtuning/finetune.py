@@ -134,6 +134,45 @@ class PadCollator:
         return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
+def add_lora(model, args):
+    """Wrap the model with LoRA adapters; only they train."""
+    try:
+        from peft import LoraConfig, get_peft_model
+    except ImportError:
+        print("error: --lora needs peft: pip install peft", file=sys.stderr)
+        raise SystemExit(2)
+    targets = args.lora_target_modules
+    config = LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
+                        target_modules=targets if targets == "all-linear" else targets.split(","),
+                        task_type="CAUSAL_LM")
+    return get_peft_model(model, config)
+
+
+def _portable_adapter(folder: Path, base: str) -> None:
+    # Name the base model as the user did (e.g. "smollm2-135m"), not our cache folder.
+    path = folder / "adapter_config.json"
+    config = json.loads(path.read_text())
+    config["base_model_name_or_path"] = base
+    path.write_text(json.dumps(config, indent=2))
+
+
+def find_checkpoint(out: Path, wanted: str | None) -> str | None:
+    """The checkpoint to resume from: an explicit path, the latest in `out`, or none."""
+    if wanted is None:
+        return None
+    if wanted != "latest":
+        if not Path(wanted).is_dir():
+            print(f"error: checkpoint not found: {wanted}", file=sys.stderr)
+            raise SystemExit(2)
+        return wanted
+    from transformers.trainer_utils import get_last_checkpoint
+
+    latest = get_last_checkpoint(str(out)) if out.is_dir() else None
+    if latest is None:
+        print(f"no checkpoint in {out}: starting from the beginning", file=sys.stderr)
+    return latest
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--model_name_or_path", default="smollm2-135m",
@@ -157,7 +196,20 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--packing", action="store_true",
                    help="LMFlow-style concatenate-and-chunk to --block_size instead of one padded example "
                         "per sequence (faster, but can split a question from its label)")
-    p.add_argument("--gradient_checkpointing", action="store_true")
+    p.add_argument("--gradient_checkpointing", action="store_true", help="recompute activations to save memory")
+    p.add_argument("--save_steps", type=int, default=0, help="write a checkpoint every N steps (0: none)")
+    p.add_argument("--save_total_limit", type=int, default=2, help="keep at most this many checkpoints")
+    p.add_argument("--resume_from_checkpoint", nargs="?", const="latest", default=None,
+                   help="continue a killed run: the latest checkpoint in the output folder, or a path")
+    p.add_argument("--lora", action="store_true", help="train LoRA adapters (peft) instead of all weights")
+    p.add_argument("--lora_r", type=int, default=8)
+    p.add_argument("--lora_alpha", type=int, default=16)
+    p.add_argument("--lora_dropout", type=float, default=0.05)
+    p.add_argument("--lora_target_modules", default="all-linear",
+                   help="comma-separated module names (e.g. q_proj,v_proj) or all-linear")
+    p.add_argument("--merge_lora", action="store_true",
+                   help="save the adapters merged into the base weights (a plain model for evaluation); "
+                        "the adapter itself goes to OUTPUT/lora_adapter")
     p.add_argument("--dataloader_num_workers", type=int, default=0)
     return p.parse_args(argv)
 
@@ -185,6 +237,11 @@ def main(argv=None) -> dict:
 
     tokenizer = load_tokenizer(spec, padding_side="right")
     model = AutoModelForCausalLM.from_pretrained(materialize(spec), dtype=torch.float32)
+    if args.lora:
+        model = add_lora(model, args)
+    if args.gradient_checkpointing:
+        model.config.use_cache = False
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     dataset = TextDataset(texts, tokenizer, args.block_size)
     if args.packing:
         try:
@@ -205,7 +262,9 @@ def main(argv=None) -> dict:
         weight_decay=args.weight_decay,
         logging_steps=args.logging_steps,
         logging_first_step=True,
-        save_strategy="no",
+        save_strategy="steps" if args.save_steps > 0 else "no",
+        save_steps=args.save_steps if args.save_steps > 0 else 500,
+        save_total_limit=args.save_total_limit,
         report_to="none",
         seed=args.seed,
         bf16=dtype == "bf16",
@@ -217,10 +276,20 @@ def main(argv=None) -> dict:
     )
     trainer = Trainer(model=model, args=targs, train_dataset=dataset,
                       data_collator=PadCollator(tokenizer.pad_token_id), processing_class=tokenizer)
+    resume = find_checkpoint(out, args.resume_from_checkpoint)
     t0 = time.time()
-    result = trainer.train()
+    result = trainer.train(resume_from_checkpoint=resume)
     wall = time.time() - t0
-    trainer.save_model(str(out))
+    if args.lora and args.merge_lora:
+        if trainer.is_world_process_zero():
+            trainer.model.save_pretrained(str(out / "lora_adapter"))
+            tokenizer.save_pretrained(str(out / "lora_adapter"))
+            _portable_adapter(out / "lora_adapter", args.model_name_or_path)
+            trainer.model.merge_and_unload().save_pretrained(str(out))
+    else:
+        trainer.save_model(str(out))
+        if args.lora and trainer.is_world_process_zero():
+            _portable_adapter(out, args.model_name_or_path)
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(str(out))
         losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
@@ -230,6 +299,7 @@ def main(argv=None) -> dict:
             "examples": len(dataset), "tokens": dataset.num_tokens, "truncated_examples": dataset.truncated,
             "packing": args.packing, "packing_dropped_tokens": getattr(dataset, "dropped_tokens", 0),
             "dtype": dtype, "world_size": trainer.args.world_size, "steps": trainer.state.global_step,
+            "resumed_from": resume, "trainable_parameters": trainable,
             "train_loss": result.training_loss, "first_logged_loss": losses[0] if losses else None,
             "last_logged_loss": losses[-1] if losses else None, "wall_time_s": round(wall, 2),
             "git_commit": git_commit(), "environment": environment(),

@@ -156,7 +156,13 @@ def materialize(spec: ModelSpec) -> str:
 def load_tokenizer(spec: ModelSpec, padding_side: str = "left"):
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(materialize(spec))
+    folder = Path(materialize(spec))
+    adapter = folder / "adapter_config.json"
+    if adapter.is_file() and not (folder / "tokenizer_config.json").is_file():
+        import json
+
+        folder = Path(materialize(resolve_model(json.loads(adapter.read_text())["base_model_name_or_path"])))
+    tok = AutoTokenizer.from_pretrained(folder)
     tok.padding_side = padding_side
     if tok.pad_token_id is None:
         # Padding is masked out everywhere, so any id works; EOS is the usual choice.

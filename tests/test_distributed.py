@@ -85,3 +85,24 @@ def test_two_process_finetune(tiny_model_dir, tmp_path, env):
     assert info["steps"] == 16  # 16 examples / (2 per device x 2 processes) x 4 epochs
     losses = [h["loss"] for h in json.loads((out / "training_log.json").read_text()) if "loss" in h]
     assert losses[-1] < losses[0] - 0.5
+
+
+def test_shipped_accelerate_configs_parse():
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    kinds = {p.stem: str(load_config_from_file(str(p)).distributed_type).split(".")[-1]
+             for p in (REPO / "finetune" / "configs").glob("*.yaml")}
+    assert kinds == {"single": "NO", "ddp": "MULTI_GPU", "fsdp": "FSDP", "zero2": "DEEPSPEED", "zero3": "DEEPSPEED"}
+
+
+def test_deepspeed_config_without_deepspeed_says_so(env):
+    pytest.importorskip("accelerate")
+    try:
+        import deepspeed  # noqa: F401
+        pytest.skip("deepspeed is installed")
+    except ImportError:
+        pass
+    proc = subprocess.run(["bash", "finetune/run_finetune.sh", "--accelerate_config", "finetune/configs/zero3.yaml",
+                           "--dataset_path", "x", "--output_model_path", "y"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "pip install deepspeed" in proc.stderr

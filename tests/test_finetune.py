@@ -76,3 +76,66 @@ def test_packing_concatenates_and_drops_the_remainder():
     assert packed.examples == [[1, 2, 3, 4], [5, 6, 7, 8]] and packed.dropped_tokens == 1
     with pytest.raises(LMFlowError, match="less than one block"):
         PackedDataset([[1, 2]], block_size=4)
+
+
+def test_killed_run_resumes_from_its_checkpoint(tiny_model_dir, tmp_path, monkeypatch):
+    from transformers import Trainer
+
+    data = write_lmflow(tmp_path / "train.json", TEXTS)
+    common = ["--model_name_or_path", str(tiny_model_dir), "--dataset_path", str(data), "--learning_rate", "5e-3",
+              "--max_steps", "6", "--per_device_train_batch_size", "2", "--logging_steps", "1", "--save_steps", "2"]
+    whole = main([*common, "--output_model_path", str(tmp_path / "whole")])
+    real, calls = Trainer.training_step, {"n": 0}
+
+    def killed(self, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 4:  # during step 4: checkpoint-2 exists, checkpoint-4 not yet
+            raise KeyboardInterrupt("killed")
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(Trainer, "training_step", killed)
+    with pytest.raises(KeyboardInterrupt):
+        main([*common, "--output_model_path", str(tmp_path / "broken")])
+    monkeypatch.setattr(Trainer, "training_step", real)
+    assert [p.name for p in (tmp_path / "broken").glob("checkpoint-*")] == ["checkpoint-2"]
+    done = {"n": 0}
+
+    def counted(self, *a, **k):
+        done["n"] += 1
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(Trainer, "training_step", counted)
+    resumed = main([*common, "--output_model_path", str(tmp_path / "broken"), "--resume_from_checkpoint"])
+    assert resumed["resumed_from"].endswith("checkpoint-2")
+    assert done["n"] == 4  # steps 3-6 only: steps 1-2 are not redone
+    assert resumed["steps"] == whole["steps"] == 6
+    log = lambda d: {h["step"]: h["loss"] for h in json.loads((tmp_path / d / "training_log.json").read_text())
+                     if "loss" in h}
+    before, after = log("whole"), log("broken")
+    assert sorted(after) == sorted(before) == list(range(1, 7))
+    for step in range(1, 7):  # the curve continues from the checkpoint as if never killed
+        assert after[step] == pytest.approx(before[step], rel=1e-4)
+
+
+def test_lora_trains_only_adapters_and_merges(tiny_model_dir, tmp_path):
+    from rtuning.models import load_model, resolve_model
+
+    data = write_lmflow(tmp_path / "train.json", TEXTS)
+    out = tmp_path / "lora"
+    info = main(["--model_name_or_path", str(tiny_model_dir), "--dataset_path", str(data), "--output_model_path",
+                 str(out), "--lora", "--lora_r", "4", "--lora_target_modules", "q_proj,v_proj",
+                 "--learning_rate", "1e-2", "--num_train_epochs", "2", "--merge_lora"])
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    # r x (in + out) per adapted projection: q (32->32) and v (32->16) in 2 layers
+    assert info["trainable_parameters"] == 2 * 4 * ((32 + 32) + (32 + 16))
+    adapted, tok = load_model(resolve_model(str(out / "lora_adapter")))
+    merged, _ = load_model(resolve_model(str(out)))
+    for name, p in adapted.named_parameters():
+        if "lora_" not in name:  # base weights are untouched
+            clean = name.replace("base_model.model.", "").replace(".base_layer", "")
+            assert torch.equal(p, base.get_parameter(clean)), name
+    ids = tok(TEXTS[:2], return_tensors="pt", padding=True)
+    with torch.no_grad():
+        a, m, b = adapted(**ids).logits, merged(**ids).logits, base(**ids).logits
+    assert torch.allclose(a, m, atol=1e-4)
+    assert not torch.allclose(a, b, atol=1e-3)  # the adapters learned something
