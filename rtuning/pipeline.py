@@ -64,7 +64,8 @@ class TaskRunner:
         while True:
             if excess >= len(cut_points):
                 raise DataError(
-                    f"example {ex.index}: the question part alone is longer than --max_prompt_tokens {limit}")
+                    f"{self.task.name} record {ex.index}: the question part alone is longer than "
+                    f"--max_prompt_tokens {limit}; raise the limit")
             text = full[cut_points[excess]:]
             n = len(tok(text, add_special_tokens=True).input_ids)
             if n <= limit:

@@ -253,7 +253,9 @@ def read_mmlu(task: "Task", path: Path, split: str, prompt_path: Path | None = N
             raise DataError(f"{path}: subject {subject!r}: expected a list of records")
         for k, rec in enumerate(records):
             _check_mmlu_record(rec, index, f"{path} (subject {subject}, item {k})")
-            examples.append(Example(index, rec[0], head + mmlu_question(rec), rec[5], {"subject": subject}))
+            # header and shots may be cut (from the left) when a prompt must be shortened
+            examples.append(Example(index, rec[0], head + mmlu_question(rec), rec[5], {"subject": subject},
+                                    context_end=len(head)))
             index += 1
     return examples
 

@@ -56,3 +56,14 @@ def test_embedded_default_model_loads_by_short_name_and_gguf_path():
     assert "Rome" in ans.text
     gguf = resolve_model(os.path.join(spec.path, spec.gguf_file))
     assert gguf.gguf_file == spec.gguf_file and gguf.entry is None and gguf.recommended_shots == 0
+
+
+def test_multitask_builds_and_merges_all_five(tiny_model_dir, data_dir, tmp_path):
+    env = {**os.environ, "RTUNING_DATA_DIR": str(data_dir), "TOKENIZERS_PARALLELISM": "false"}
+    run([sys.executable, "training/run_multitask.py", "--model", str(tiny_model_dir), "--method", "unsure",
+         "--limit", "3", "--output_dir", str(tmp_path), "--max_prompt_tokens", "256"], env)
+    merged = json.loads((tmp_path / "merged" / "multitask_unsure.json").read_text())
+    assert len(merged["instances"]) == 15
+    for name in ("pararel", "mmlu", "wice", "hotpotqa", "fever"):
+        part = json.loads((tmp_path / f"multitask-{name}_unsure.json").read_text())
+        assert len(part["instances"]) == 3
