@@ -192,24 +192,30 @@ REFUSAL_COLUMNS = [
 
 def evaluate_main(task: str | Task, argv: list[str] | None = None, doc: str | None = None) -> dict:
     """`evaluation/run_<dataset>.py`: answers, confidences and the summary table."""
-    from .metrics import format_table, summarize
+    from .metrics import average_precision, expected_calibration_error, format_table, summarize
     from .pipeline import evaluate
     from .refusal import refusal_summary
 
     task = get_task(task) if isinstance(task, str) else task
     p = base_parser(doc)
     p.add_argument("--domain", choices=task.domains, default=task.domains[0])
+    p.add_argument("--num_samples", type=int, default=0,
+                   help="also sample K answers per question (temperature --temperature) and record their "
+                        "entropy, for test-time uncertainty filtering (the paper's Vanilla-C)")
+    p.add_argument("--temperature", type=float, default=0.7)
     p.add_argument("--output_dir", default=str(REPO_ROOT / "evaluation" / "results"))
     args = p.parse_args(argv)
     try:
         run = Setup(args, task, args.domain)
         result = args.result or f"{run.spec.tag}_{task.name}"
         stem = Path(args.output_dir) / f"{result}_{args.domain}"
-        store = run.store(stem.with_suffix(".jsonl"), stem.with_suffix(".meta.json"), run.config(args),
+        extra = {"num_samples": args.num_samples, "temperature": args.temperature} if args.num_samples else {}
+        store = run.store(stem.with_suffix(".jsonl"), stem.with_suffix(".meta.json"), run.config(args, **extra),
                           args.overwrite, args)
         t0 = time.time()
         records = evaluate(run.runner, run.examples, store, batch_size=args.batch_size, match=args.match,
-                           max_batch_tokens=args.max_batch_tokens, procs=run.procs)
+                           max_batch_tokens=args.max_batch_tokens, procs=run.procs,
+                           num_samples=args.num_samples, temperature=args.temperature, seed=args.seed)
     except (DataError, RunConflict) as e:
         _fail(str(e))
     if not run.procs.is_main:
@@ -226,6 +232,12 @@ def evaluate_main(task: str | Task, argv: list[str] | None = None, doc: str | No
         summary = summarize([r["correct"] for r in records], [r["answer_conf"] for r in records],
                             [r["sure_prob"] for r in records])
         summary["match"] = args.match
+        if args.num_samples:
+            # Vanilla-C: rank by low answer entropy
+            summary["ap_neg_entropy"] = average_precision([r["correct"] for r in records],
+                                                          [-r["entropy"] for r in records])
+        summary["ece_sure_prob"] = expected_calibration_error([r["correct"] for r in records],
+                                                              [r["sure_prob"] for r in records])
         columns = SUMMARY_COLUMNS
     row.update(summary)
     summary_doc = {**row, "truncated_prompts": run.truncated(records), "max_prompt_tokens": run.max_prompt_tokens,

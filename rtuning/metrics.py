@@ -63,6 +63,21 @@ def summarize(correct: Sequence[int], answer_conf: Sequence[float], sure_prob: S
     return {k: _nan_to_none(v) for k, v in out.items()}
 
 
+def expected_calibration_error(labels: Sequence[int], probs: Sequence[float], bins: int = 15) -> float | None:
+    """ECE with equal-width bins over [0, 1]: sum over bins of |accuracy - mean confidence| x share."""
+    y = np.asarray(labels, dtype=np.float64)
+    p = np.asarray(probs, dtype=np.float64)
+    if y.size == 0:
+        return None
+    which = np.minimum((p * bins).astype(int), bins - 1)  # p == 1.0 falls in the last bin
+    total = 0.0
+    for b in range(bins):
+        inside = which == b
+        if inside.any():
+            total += inside.mean() * abs(y[inside].mean() - p[inside].mean())
+    return float(total)
+
+
 def answer_entropy(answers: Iterable[str]) -> float:
     """Entropy (nats) of the empirical distribution of sampled answers."""
     counts = Counter(answers)

@@ -221,11 +221,14 @@ def is_correct(task: Task, matcher, ex: Example, answer: str) -> bool:
 
 def evaluate(runner: TaskRunner, examples: Sequence[Example], store: RunStore, *, batch_size: int,
              match: str = "substring", max_batch_tokens: int | None = None,
-             reuse_cache: bool = True, procs: Processes = Processes()) -> list[dict]:
+             reuse_cache: bool = True, procs: Processes = Processes(), num_samples: int = 0,
+             temperature: float = 0.7, seed: int = 0) -> list[dict]:
     """Answer, answer confidence, sure-probability and correctness (or refusal) per question.
 
     reuse_cache: the sure question continues from the answer prompt's KV cache instead of
-    encoding the shared prefix again (same numbers, less arithmetic)."""
+    encoding the shared prefix again (same numbers, less arithmetic). num_samples > 0 also
+    samples that many answers per question and records their entropy (the paper's Vanilla-C
+    baseline: test-time uncertainty filtering)."""
     task, matcher = runner.task, MATCHERS[match]
     prompts = [runner.prompt(ex) for ex in examples]
 
@@ -246,6 +249,12 @@ def evaluate(runner: TaskRunner, examples: Sequence[Example], store: RunStore, *
             if ans.option_probs is not None:
                 rec["option_probs"] = ans.option_probs
             records.append(rec)
+        if num_samples:
+            repeated = [p for p in batch_prompts for _ in range(num_samples)]
+            samples = runner.answer(repeated, task.eval_new_tokens, sampling_for(seed, number, temperature))
+            for j, rec in enumerate(records):
+                texts = [x.text for x in samples[j * num_samples:(j + 1) * num_samples]]
+                rec["samples"], rec["entropy"] = texts, answer_entropy(texts)
         return records
 
     run_batches(examples, prompts, runner.engine.tokenizer, batch_size, store, fn, f"eval {task.name}",

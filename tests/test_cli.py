@@ -136,3 +136,10 @@ def test_refusal_set_evaluation(env_data, tiny_model_dir, tmp_path):
     assert not (tmp_path / "e_unanswerable.json").exists()  # no [correct, ...] list without gold answers
     over = evaluate_main("nec", eval_args(tiny_model_dir, tmp_path, "--domain", "answerable"))
     assert over["over_refusal_rate"] == over["refusal_rate"]
+
+
+def test_evaluation_can_sample_for_test_time_filtering(env_data, tiny_model_dir, tmp_path):
+    summary = evaluate_main("pararel", eval_args(tiny_model_dir, tmp_path, "--num_samples", "3"))
+    recs = [json.loads(l) for l in (tmp_path / "e_ID.jsonl").read_text().splitlines()]
+    assert all(len(r["samples"]) == 3 and r["entropy"] >= 0 for r in recs)
+    assert "ap_neg_entropy" in summary and summary["ece_sure_prob"] is not None

@@ -55,3 +55,12 @@ def test_answer_entropy():
     assert answer_entropy(["a"] * 5) == 0.0
     assert answer_entropy(["a", "b"]) == pytest.approx(math.log(2))
     assert answer_entropy(["a", "a", "b", "c"]) == pytest.approx(-(0.5 * math.log(0.5) + 2 * 0.25 * math.log(0.25)))
+
+
+def test_expected_calibration_error_hand_computed():
+    from rtuning.metrics import expected_calibration_error
+
+    # two bins used: [0.2] with accuracy 0 -> |0 - 0.2|; [0.9, 0.9] with accuracy 1/2 -> |0.5 - 0.9|
+    assert expected_calibration_error([0, 1, 0], [0.2, 0.9, 0.9]) == pytest.approx(1 / 3 * 0.2 + 2 / 3 * 0.4)
+    assert expected_calibration_error([1, 1], [1.0, 1.0]) == pytest.approx(0.0)
+    assert expected_calibration_error([], []) is None
