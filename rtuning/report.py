@@ -1,0 +1,248 @@
+"""Turn a study's JSON (python -m rtuning.reproduce) into a results page with tables and plots.
+
+    python -m rtuning.report runs/study/study.json --page docs/results.md
+
+Writes the page, a small JSON summary beside it, and PNG plots (precision-recall curves and
+reliability diagrams; needs matplotlib, an optional dependency) into {page dir}/img/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .records import read_json, read_jsonl, write_json
+
+LABELS = {"base": "Base model (p(sure) + conf)", "vanilla": "Vanilla", "unsure": "R-Tuning",
+          "uncertain": "R-Tuning-U", "unknown": "R-Tuning-R"}
+ORDER = ["pretrain_t", "base", "vanilla", "vanilla_c", "unsure", "uncertain", "unknown"]
+
+# SPEC.md section 4: the paper's Table 1 (AP %) and refusal rates, as quoted by readers.
+PAPER_AP = [
+    ("OpenLLaMA-3B", "pararel", "ID", 92.89, 93.23),
+    ("OpenLLaMA-3B", "pararel", "OOD", 68.42, 69.41),
+    ("LLaMA-13B", "pararel", "OOD", 64.12, 77.30),
+    ("LLaMA-13B", "mmlu", "ID", 51.93, 68.87),
+    ("LLaMA-13B", "mmlu", "OOD", 67.38, 77.41),
+]
+PAPER_REFUSAL = {"selfaware": {"unknown": 99.71, "unsure": 96.61, "vanilla": 12.21},
+                 "falseqa": {"unknown": 99.07, "unsure": 95.90, "vanilla": 6.00}}
+
+
+def pct(x) -> str:
+    return "-" if x is None or x != x else f"{100 * x:.2f}"  # None or NaN (no right answer to rank)
+
+
+def ap_rows(study: dict) -> dict[str, dict[tuple[str, str], float | None]]:
+    """method -> (dataset, domain) -> AP; Pretrain-T and Vanilla-C are derived rows."""
+    table: dict[str, dict] = {}
+    for r in study["results"]:
+        key = (r["dataset"], r["domain"])
+        table.setdefault(r["method"], {})[key] = r.get("ap")
+        if r["method"] == "base":
+            table.setdefault("pretrain_t", {})[key] = r.get("pretrain_t_ap")
+        if r["method"] == "vanilla" and "ap_neg_entropy" in r:
+            table.setdefault("vanilla_c", {})[key] = r.get("ap_neg_entropy")
+    return table
+
+
+def label(method: str) -> str:
+    return {"pretrain_t": "Pretrain-T (answer confidence)", "vanilla_c": "Vanilla-C (sample entropy)"}.get(
+        method, LABELS.get(method, method))
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+
+
+def claims(study: dict, ap: dict) -> list[list[str]]:
+    """The paper's claims, checked against this run's numbers."""
+    out = []
+    for (dataset, domain) in sorted({k for m in ap.values() for k in m}):
+        r, v = ap.get("unsure", {}).get((dataset, domain)), ap.get("vanilla", {}).get((dataset, domain))
+        if r is not None and v is not None:
+            out.append([f"R-Tuning AP above Vanilla ({dataset} {domain})", f"{pct(r)} vs {pct(v)}",
+                        "supported" if r > v else "not supported"])
+        u = ap.get("uncertain", {}).get((dataset, domain))
+        if r is not None and u is not None:
+            out.append([f"R-Tuning-U competitive with R-Tuning ({dataset} {domain})", f"{pct(u)} vs {pct(r)}",
+                        "supported" if u >= r - 0.02 else "not supported"])
+    refusal = {(x["method"], x["dataset"], x["domain"]): x for x in study["refusal"]}
+    for s in sorted({x["dataset"] for x in study["refusal"]}):
+        r, v = refusal.get(("unsure", s, "unanswerable")), refusal.get(("vanilla", s, "unanswerable"))
+        if r and v:
+            out.append([f"Refusal transfers to unanswerable questions ({s})",
+                        f"{pct(r['refusal_rate'])} vs Vanilla {pct(v['refusal_rate'])}",
+                        "supported" if r["refusal_rate"] > v["refusal_rate"] else "not supported"])
+    for x in study["results"]:
+        if x["method"] != "unsure":
+            continue
+        v = next((y for y in study["results"] if y["method"] == "vanilla" and y["dataset"] == x["dataset"]
+                  and y["domain"] == x["domain"]), None)
+        if v and x.get("ece_sure_prob") is not None and v.get("ece_sure_prob") is not None:
+            out.append([f"Better calibrated than Vanilla, ECE of p(sure) ({x['dataset']} {x['domain']})",
+                        f"{x['ece_sure_prob']:.3f} vs {v['ece_sure_prob']:.3f}",
+                        "supported" if x["ece_sure_prob"] < v["ece_sure_prob"] else "not supported"])
+    return out
+
+
+def plots(study: dict, eval_dir: Path, img_dir: Path) -> list[str]:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return []
+    from .metrics import mixed_score
+
+    img_dir.mkdir(parents=True, exist_ok=True)
+    made = []
+    for dataset, domain in sorted({(r["dataset"], r["domain"]) for r in study["results"]}):
+        rows = [r for r in study["results"] if r["dataset"] == dataset and r["domain"] == domain]
+        fig, (pr, rel) = plt.subplots(1, 2, figsize=(11, 4.5))
+        for r in sorted(rows, key=lambda r: ORDER.index(r["method"])):
+            recs = read_jsonl(Path(r["records_file"])) if Path(r["records_file"]).is_file() else []
+            if not recs:
+                continue
+            y = np.array([x["correct"] for x in recs])
+            s = mixed_score([x["answer_conf"] for x in recs], [x["sure_prob"] for x in recs])
+            order = np.argsort(-s, kind="mergesort")
+            tp = np.cumsum(y[order])
+            if y.sum():
+                pr.plot(tp / y.sum(), tp / np.arange(1, len(y) + 1), label=label(r["method"]))
+            p = np.array([x["sure_prob"] for x in recs])
+            bins = np.minimum((p * 15).astype(int), 14)
+            centers = [(p[bins == b].mean(), y[bins == b].mean()) for b in range(15) if (bins == b).any()]
+            if centers:
+                rel.plot(*zip(*centers), marker="o", label=label(r["method"]))
+        pr.set(xlabel="recall", ylabel="precision", title=f"{dataset} {domain}: precision-recall (0.5 conf + 0.5 p(sure))")
+        rel.plot([0, 1], [0, 1], "k--", linewidth=0.8)
+        rel.set(xlabel="p(sure) (bin mean)", ylabel="accuracy", title=f"{dataset} {domain}: reliability of p(sure)")
+        for ax in (pr, rel):
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=7)
+        fig.tight_layout()
+        name = f"{dataset}_{domain}.png"
+        fig.savefig(img_dir / name, dpi=110)
+        plt.close(fig)
+        made.append(name)
+    return made
+
+
+def render(study: dict, page: Path) -> str:
+    ap = ap_rows(study)
+    cols = sorted({k for m in ap.values() for k in m})
+    ap_table = markdown_table(["method"] + [f"{d} {dom}" for d, dom in cols],
+                              [[label(m)] + [pct(ap[m].get(c)) for c in cols] for m in ORDER if m in ap])
+    detail = markdown_table(
+        ["model", "dataset", "domain", "n", "acc%", "AP%", "AP(conf)%", "AP(sure)%", "answer%", "acc@ans%", "ECE"],
+        [[label(r["method"]), r["dataset"], r["domain"], str(r["n"]), pct(r["accuracy"]), pct(r["ap"]),
+          pct(r["ap_answer_conf"]), pct(r["ap_sure_prob"]), pct(r["answer_rate"]), pct(r["accuracy_answered"]),
+          "-" if r.get("ece_sure_prob") is None else f"{r['ece_sure_prob']:.3f}"] for r in study["results"]])
+    pt = [r for r in study["results"] if r["method"] == "base" and "pretrain_t_threshold" in r]
+    pretrain = markdown_table(
+        ["dataset", "domain", "threshold (train)", "answer%", "acc@ans%"],
+        [[r["dataset"], r["domain"], f"{r['pretrain_t_threshold']:.3f}", pct(r["pretrain_t_answer_rate"]),
+          pct(r["pretrain_t_accuracy_answered"])] for r in pt])
+    sets = sorted({r["dataset"] for r in study["refusal"]})
+    methods = [m for m in ORDER if any(r["method"] == m for r in study["refusal"])]
+    refusal_idx = {(r["method"], r["dataset"], r["domain"]): r for r in study["refusal"]}
+    refusal = markdown_table(
+        ["model"] + [f"{s} refused% / over-refused%" for s in sets],
+        [[label(m)] + [f"{pct(refusal_idx.get((m, s, 'unanswerable'), {}).get('refusal_rate'))} / "
+                       f"{pct(refusal_idx.get((m, s, 'answerable'), {}).get('refusal_rate'))}" for s in sets]
+         for m in methods])
+    paper = markdown_table(
+        ["paper model", "data", "domain", "paper Vanilla", "paper R-Tuning", "ours Vanilla", "ours R-Tuning"],
+        [[m, d, dom, f"{v:.2f}", f"{r:.2f}", pct(ap.get("vanilla", {}).get((d, dom))),
+          pct(ap.get("unsure", {}).get((d, dom)))] for m, d, dom, v, r in PAPER_AP])
+    paper_ref = markdown_table(
+        ["set", "method", "paper (LLaMA-13B)", "ours"],
+        [[s, label(m), f"{v:.2f}", pct(refusal_idx.get((m, s, "unanswerable"), {}).get("refusal_rate"))]
+         for s, by in PAPER_REFUSAL.items() for m, v in by.items()])
+    checks = markdown_table(["claim", "ours", "verdict"], claims(study, ap))
+    images = plots(study, Path(study.get("out", ".")) / "eval", page.parent / "img")
+    steps = markdown_table(["step", "wall time (s)"], [[s["step"], f"{s['wall_time_s']:.1f}"] for s in study["steps"]])
+    hashes = "\n".join(f"- `{k}`: `{v[:16]}…`" for k, v in study["data_sha256"].items())
+    a = study["args"]
+    return f"""# Results: R-Tuning on {study['model']}
+
+Generated by `python -m rtuning.report` from the study's JSON; every number traces to a
+per-question file under the study folder. Model: `{study['model']}`; datasets: {a['datasets']};
+training questions per dataset: {a['limit'] or 'all'}; test questions per set: {a['test_limit'] or 'all'};
+unanswerable/answerable questions per set: {a['refusal_limit'] or 'all'}; {a['epochs']} epoch(s), lr
+{a['learning_rate']}, batch {a['train_batch_size']}; seed {a['seed']}.
+
+## AP (%) by method
+
+{ap_table}
+
+Pretrain-T ranks by the base model's answer confidence alone; Vanilla-C by the entropy of
+{a['vanilla_c_samples']} sampled answers of the vanilla model; the others by 0.5 x answer confidence +
+0.5 x p(sure), the paper's metric.
+
+## Pretrain-T operating point (threshold chosen on the training questions)
+
+{pretrain}
+
+## Every evaluation
+
+{detail}
+
+## Refusal on unanswerable questions (and over-refusal on their answerable controls)
+
+{refusal}
+
+## The paper's numbers beside ours
+
+Different model (the paper: OpenLLaMA-3B, LLaMA-7B/13B; here {study['model']}), and some data are
+stand-ins (see ../shared/R-Tuning-data/SOURCES.md), so compare directions, not values.
+
+{paper}
+
+{paper_ref}
+
+## The paper's claims, checked
+
+{checks}
+
+## Plots
+
+{chr(10).join(f'![{i}](img/{i})' for i in images) if images else '(matplotlib not installed: no plots)'}
+
+## Provenance
+
+- command: `{study['command']}`
+- commit: `{study['git_commit']}`
+- total wall time: {study['wall_time_s']:.0f} s; environment: {json.dumps(study['environment'])}
+- data files (SHA-256):
+{hashes}
+
+{steps}
+"""
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("study", help="study.json written by python -m rtuning.reproduce")
+    p.add_argument("--page", default="docs/results.md")
+    args = p.parse_args(argv)
+    study = read_json(Path(args.study))
+    study.setdefault("out", str(Path(args.study).parent))
+    page = Path(args.page)
+    page.parent.mkdir(parents=True, exist_ok=True)
+    page.write_text(render(study, page), encoding="utf-8")
+    summary = {"model": study["model"], "commit": study["git_commit"], "ap": {
+        f"{m}|{d}|{dom}": v for m, cells in ap_rows(study).items() for (d, dom), v in cells.items()},
+        "refusal": {f"{r['method']}|{r['dataset']}|{r['domain']}": r["refusal_rate"] for r in study["refusal"]}}
+    write_json(page.with_suffix(".json"), summary)
+    print(f"wrote {page} and {page.with_suffix('.json')}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,232 @@
+"""The paper's study in one command: probe, build data for every method, fine-tune, evaluate, report.
+
+    python -m rtuning.reproduce --model smollm2-135m --datasets pararel,mmlu --out runs/study
+    python -m rtuning.reproduce --quick --out runs/quick            # a smoke version in minutes
+
+For each training dataset: probe the base model (greedy for R-Tuning / R-Tuning-R / vanilla,
+sampled for R-Tuning-U), build the four training sets, fine-tune one model per method, and
+evaluate the base model and every tuned model on the in-domain and out-of-domain test sets and
+the unanswerable sets. Baselines: Pretrain-T (the base model's answer confidence, answering
+above a threshold chosen on the training questions) and Vanilla-C (the vanilla model filtered
+by the entropy of sampled answers). Every step writes its outputs under --out and is skipped
+when they exist with the same settings, so a killed study resumes. The summary goes to
+{out}/study.json; `python -m rtuning.report {out}/study.json` turns it into docs/results.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .metrics import average_precision
+from .records import REPO_ROOT, environment, file_sha256, git_commit, read_json, read_jsonl, write_json
+
+METHODS = ("vanilla", "unsure", "uncertain", "unknown")
+REFUSAL_SETS = ("selfaware", "falseqa", "nec")
+QUICK = {"limit": 40, "test_limit": 40, "refusal_limit": 40, "num_try": 3, "vanilla_c_samples": 3}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    from .cli import default_data_dir
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="smollm2-135m")
+    p.add_argument("--datasets", default="pararel", help="training datasets, comma-separated")
+    p.add_argument("--methods", default=",".join(METHODS))
+    p.add_argument("--refusal_sets", default=",".join(REFUSAL_SETS))
+    p.add_argument("--data_dir", default=default_data_dir())
+    p.add_argument("--out", default="runs/study")
+    p.add_argument("--limit", type=int, default=None, help="training questions per dataset")
+    p.add_argument("--test_limit", type=int, default=None, help="questions per test set")
+    p.add_argument("--refusal_limit", type=int, default=None, help="questions per unanswerable/answerable set")
+    p.add_argument("--num_try", type=int, default=5, help="samples per question for R-Tuning-U")
+    p.add_argument("--vanilla_c_samples", type=int, default=5, help="test-time samples for Vanilla-C")
+    p.add_argument("--epochs", type=float, default=1.0)
+    p.add_argument("--learning_rate", type=float, default=2e-5)
+    p.add_argument("--train_batch_size", type=int, default=4)
+    p.add_argument("--batch_size", type=int, default=16, help="inference batch size")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--quick", action="store_true", help=f"smoke preset: {QUICK}")
+    args = p.parse_args(argv)
+    if args.quick:
+        for k, v in QUICK.items():
+            if getattr(args, k) in (None, p.get_default(k)):
+                setattr(args, k, v)
+    return args
+
+
+class Study:
+    def __init__(self, args):
+        self.args = args
+        self.out = Path(args.out)
+        self.steps: list[dict] = []
+        self.common = ["--data_dir", args.data_dir, "--seed", str(args.seed), "--batch_size", str(args.batch_size),
+                       "--device", args.device]
+
+    def step(self, name: str, fn):
+        """Run one step, timing it; steps resume on their own (their outputs record settings)."""
+        print(f"== {name}", file=sys.stderr, flush=True)
+        t0 = time.time()
+        result = fn()
+        self.steps.append({"step": name, "wall_time_s": round(time.time() - t0, 2)})
+        return result
+
+    # -- training data -----------------------------------------------------------------
+
+    def probe(self, dataset: str) -> dict[str, Path]:
+        from .cli import probe_main
+        from .pipeline import lmflow_text_only, mark_certain, training_texts
+        from .tasks import get_task, mmlu_training_task
+
+        a = self.args
+        task = mmlu_training_task() if dataset == "mmlu" else get_task(dataset)
+        out = self.out / "data"
+        limit = ["--limit", str(a.limit)] if a.limit else []
+        base = ["--model", a.model, "--output_dir", str(out), "--result", dataset, *limit, *self.common]
+        files = {}
+        self.step(f"probe {dataset}", lambda: probe_main(task, [*base, "--method", "unsure"]))
+        # vanilla and R-Tuning-R need the same greedy probe: derive them, do not probe again
+        records = read_jsonl(out / f"{dataset}_unsure.records.jsonl")
+        examples = {ex.index: ex for ex in task.load(a.data_dir, "train")}
+        for method in ("vanilla", "unknown", "unsure"):
+            path = out / f"{dataset}_{method}.json"
+            if method != "unsure":
+                chosen = [examples[r["index"]] for r in records]
+                write_json(path, lmflow_text_only(training_texts(task, chosen, mark_certain(records, method),
+                                                                 method, a.seed)))
+            files[method] = path
+        if "uncertain" in a.methods:
+            self.step(f"probe {dataset} (sampled)", lambda: probe_main(
+                task, [*base, "--method", "uncertain", "--num_try", str(a.num_try)]))
+            files["uncertain"] = out / f"{dataset}_uncertain.json"
+        return {m: files[m] for m in a.methods.split(",")}
+
+    # -- fine-tuning -------------------------------------------------------------------
+
+    def finetune(self, dataset: str, method: str, data: Path) -> Path:
+        a = self.args
+        target = self.out / "models" / f"{dataset}_{method}"
+        flags = ["--model_name_or_path", a.model, "--dataset_path", str(data), "--output_model_path", str(target),
+                 "--num_train_epochs", str(a.epochs), "--learning_rate", str(a.learning_rate),
+                 "--per_device_train_batch_size", str(a.train_batch_size), "--seed", str(a.seed)]
+        key = hashlib.sha256(json.dumps([flags, file_sha256(data)]).encode()).hexdigest()
+        marker = target / "study_key.txt"
+        if marker.is_file() and marker.read_text() == key:
+            print(f"== fine-tune {dataset} {method}: done before, skipped", file=sys.stderr)
+            return target
+
+        def run():
+            subprocess.run(["bash", str(REPO_ROOT / "finetune" / "run_finetune.sh"), *flags], check=True)
+            marker.write_text(key)
+
+        self.step(f"fine-tune {dataset} {method}", run)
+        return target
+
+    # -- evaluation --------------------------------------------------------------------
+
+    def evaluate(self, model: str, label: str, dataset: str, domain: str, limit: int | None,
+                 extra: list[str] = ()) -> dict:
+        from .cli import evaluate_main
+
+        args = ["--model", model, "--domain", domain, "--output_dir", str(self.out / "eval"),
+                "--result", f"{label}_{dataset}", *self.common, *extra]
+        if limit:
+            args += ["--limit", str(limit)]
+        summary = self.step(f"evaluate {label} on {dataset} {domain}", lambda: evaluate_main(dataset, args))
+        return {"model": label, "dataset": dataset, "domain": domain, **summary}
+
+    def run(self) -> dict:
+        from .tasks import get_task
+
+        a = self.args
+        t0 = time.time()
+        rows, refusal_rows, thresholds = [], [], {}
+        datasets = [d for d in a.datasets.split(",") if d]
+        for dataset in datasets:
+            data = self.probe(dataset)
+            models = {"base": a.model}
+            for method, path in data.items():
+                models[method] = str(self.finetune(dataset, method, path))
+            thresholds[dataset] = pretrain_threshold(read_jsonl(self.out / "data" / f"{dataset}_unsure.records.jsonl"))
+            for label, model in models.items():
+                tag = label if label == "base" else f"{dataset}_{label}"
+                for domain in get_task(dataset).domains:
+                    extra = ["--num_samples", str(a.vanilla_c_samples)] if label == "vanilla" else []
+                    row = self.evaluate(model, tag, dataset, domain, a.test_limit, extra)
+                    row["method"], row["trained_on"] = label, dataset
+                    if label == "base":
+                        row.update(pretrain_t(self.out / "eval" / f"base_{dataset}_{domain}.jsonl",
+                                              thresholds[dataset]))
+                    rows.append(row)
+                for refusal in [r for r in a.refusal_sets.split(",") if r]:
+                    if label == "base" and dataset != datasets[0]:
+                        continue  # the base model's refusal is the same whatever the training set
+                    for domain in ("unanswerable", "answerable"):
+                        row = self.evaluate(model, tag, refusal, domain, a.refusal_limit)
+                        row["method"], row["trained_on"] = label, dataset
+                        refusal_rows.append(row)
+        study = {
+            "model": a.model, "args": vars(a), "command": " ".join([sys.executable, "-m", "rtuning.reproduce",
+                                                                    *sys.argv[1:]]),
+            "git_commit": git_commit(), "environment": environment(), "wall_time_s": round(time.time() - t0, 1),
+            "data_sha256": {d: file_sha256(get_task(d).path(a.data_dir, s)) for d in datasets + [r for r in
+                            a.refusal_sets.split(",") if r] for s in get_task(d).files},
+            "pretrain_thresholds": thresholds, "results": rows, "refusal": refusal_rows, "steps": self.steps,
+        }
+        write_json(self.out / "study.json", study)
+        print(f"study written to {self.out / 'study.json'}", file=sys.stderr)
+        return study
+
+
+def pretrain_threshold(train_records: list[dict]) -> float:
+    """The answer-confidence threshold that best separates right from wrong training answers.
+
+    Answer when confidence > t; t maximises the share of correct decisions (answer a right
+    answer, refuse a wrong one) on the training questions.
+    """
+    pairs = sorted((r["confidence"], bool(r["correct"])) for r in train_records)
+    if not pairs:
+        return 0.5
+    best_t, best = 0.0, -1
+    wrong_below = 0
+    right_total = sum(c for _, c in pairs)
+    right_below = 0
+    candidates = [0.0] + [p for p, _ in pairs]
+    k = 0
+    for t in candidates:  # refuse everything with confidence <= t
+        while k < len(pairs) and pairs[k][0] <= t:
+            wrong_below += not pairs[k][1]
+            right_below += pairs[k][1]
+            k += 1
+        score = wrong_below + (right_total - right_below)
+        if score > best:
+            best, best_t = score, t
+    return float(best_t)
+
+
+def pretrain_t(records_path: Path, threshold: float) -> dict:
+    """Pretrain-T on a test set: answer when the base model's answer confidence exceeds the threshold."""
+    recs = read_jsonl(records_path)
+    answered = [r for r in recs if r["answer_conf"] > threshold]
+    return {
+        "pretrain_t_threshold": threshold,
+        "pretrain_t_answer_rate": len(answered) / len(recs) if recs else None,
+        "pretrain_t_accuracy_answered": (sum(r["correct"] for r in answered) / len(answered)) if answered else None,
+        "pretrain_t_ap": average_precision([r["correct"] for r in recs], [r["answer_conf"] for r in recs]),
+    }
+
+
+def main(argv=None) -> dict:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    return Study(parse_args(argv)).run()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,41 @@
+"""The study driver's quick preset on a tiny model, the report, and the baselines' pure parts."""
+
+import json
+
+import pytest
+
+from rtuning.reproduce import pretrain_threshold
+
+
+def test_pretrain_threshold_separates_training_answers():
+    recs = [{"confidence": c, "correct": k} for c, k in [(0.1, 0), (0.2, 0), (0.3, 1), (0.6, 1), (0.7, 1)]]
+    assert pretrain_threshold(recs) == 0.2  # refuse <= 0.2: all five decisions right
+    assert pretrain_threshold([{"confidence": 0.9, "correct": 0}]) == 0.9
+    assert pretrain_threshold([]) == 0.5
+
+
+@pytest.mark.slow
+def test_quick_study_and_report(tiny_model_dir, data_dir, tmp_path, monkeypatch):
+    from rtuning.report import main as report
+    from rtuning.reproduce import main as reproduce
+
+    monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
+    out = tmp_path / "study"
+    args = ["--model", str(tiny_model_dir), "--quick", "--data_dir", str(data_dir), "--out", str(out),
+            "--limit", "6", "--test_limit", "4", "--refusal_limit", "3", "--refusal_sets", "nec"]
+    study = reproduce(args)
+    methods = {r["method"] for r in study["results"]}
+    assert methods == {"base", "vanilla", "unsure", "uncertain", "unknown"}
+    assert {(r["dataset"], r["domain"]) for r in study["results"]} == {("pararel", "ID"), ("pararel", "OOD")}
+    vanilla = next(r for r in study["results"] if r["method"] == "vanilla")
+    assert "ap_neg_entropy" in vanilla  # Vanilla-C
+    assert "pretrain_t_threshold" in next(r for r in study["results"] if r["method"] == "base")
+    assert len(study["refusal"]) == 5 * 2
+    # a rerun reuses every finished step: fine-tunes are skipped
+    again = reproduce(args)
+    assert not any(s["step"].startswith("fine-tune") for s in again["steps"])
+    page = tmp_path / "docs" / "results.md"
+    report([str(out / "study.json"), "--page", str(page)])
+    text = page.read_text()
+    assert "## AP (%) by method" in text and "R-Tuning-U" in text and "The paper's claims, checked" in text
+    assert json.loads(page.with_suffix(".json").read_text())["model"] == str(tiny_model_dir)
