@@ -55,7 +55,24 @@ def read_lmflow(dataset_path: str | Path) -> list[str]:
     return texts
 
 
-class TextDataset(torch.utils.data.Dataset):
+class TokenSequences(torch.utils.data.Dataset):
+    """Token id lists served as training examples."""
+
+    examples: list[list[int]]
+    truncated: int = 0
+
+    def __len__(self):
+        return len(self.examples)
+
+    def __getitem__(self, i):
+        return {"input_ids": self.examples[i]}
+
+    @property
+    def num_tokens(self) -> int:
+        return sum(len(e) for e in self.examples)
+
+
+class TextDataset(TokenSequences):
     """Each text as one example: BOS (if the tokenizer adds it) + text + EOS.
 
     One example per sequence keeps a question and its "I am sure/unsure" together (LMFlow's
@@ -78,18 +95,8 @@ class TextDataset(torch.utils.data.Dataset):
                 ids = head + ids[len(ids) - (block_size - len(head)):]
             self.examples.append(ids)
 
-    def __len__(self):
-        return len(self.examples)
 
-    def __getitem__(self, i):
-        return {"input_ids": self.examples[i]}
-
-    @property
-    def num_tokens(self) -> int:
-        return sum(len(e) for e in self.examples)
-
-
-class PackedDataset(torch.utils.data.Dataset):
+class PackedDataset(TokenSequences):
     """LMFlow's grouping: all examples' tokens concatenated and cut into block_size blocks.
 
     No padding at all, but the remainder is dropped and a block may start mid-example, so a
@@ -104,16 +111,6 @@ class PackedDataset(torch.utils.data.Dataset):
         self.truncated = 0
         if not self.examples:
             raise LMFlowError(f"packing: {len(flat)} tokens in all, less than one block of {block_size}")
-
-    def __len__(self):
-        return len(self.examples)
-
-    def __getitem__(self, i):
-        return {"input_ids": self.examples[i]}
-
-    @property
-    def num_tokens(self) -> int:
-        return sum(len(e) for e in self.examples)
 
 
 class PadCollator:
