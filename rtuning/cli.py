@@ -83,7 +83,11 @@ class Setup:
         device = procs.device if procs.world > 1 else pick_device(args.device)
         dtype = pick_dtype(args.dtype, device)
         t0 = time.time()
-        model, tok = load_model(spec, device, dtype, device_map=args.device_map)
+        try:
+            model, tok = load_model(spec, device, dtype, device_map=args.device_map)
+        except (OSError, ValueError) as e:
+            raise DataError(f"could not load model {args.model!r} (a registry name, hub id, local folder or "
+                            f".gguf file): {e}") from None
         print(f"loaded {args.model} on {device} ({dtype}) in {time.time() - t0:.1f}s", file=sys.stderr)
         context = getattr(model.config, "max_position_embeddings", None) or args.max_prompt_tokens
         # leave room for the answer and the sure question that follows it

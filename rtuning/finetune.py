@@ -232,8 +232,12 @@ def main(argv=None) -> dict:
         print("error: --dtype fp16 needs a GPU; use bf16 or fp32 on CPU", file=sys.stderr)
         raise SystemExit(2)
 
-    tokenizer = load_tokenizer(spec, padding_side="right")
-    model = AutoModelForCausalLM.from_pretrained(materialize(spec), dtype=torch.float32)
+    try:
+        tokenizer = load_tokenizer(spec, padding_side="right")
+        model = AutoModelForCausalLM.from_pretrained(materialize(spec), dtype=torch.float32)
+    except (OSError, ValueError) as e:
+        print(f"error: could not load model {args.model_name_or_path!r}: {e}", file=sys.stderr)
+        raise SystemExit(2)
     if args.lora:
         model = add_lora(model, args)
     if args.gradient_checkpointing:

@@ -143,3 +143,11 @@ def test_evaluation_can_sample_for_test_time_filtering(env_data, tiny_model_dir,
     recs = [json.loads(l) for l in (tmp_path / "e_ID.jsonl").read_text().splitlines()]
     assert all(len(r["samples"]) == 3 and r["entropy"] >= 0 for r in recs)
     assert "ap_neg_entropy" in summary and summary["ece_sure_prob"] is not None
+
+
+def test_unknown_model_is_a_clear_error(env_data, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(SystemExit) as e:
+        evaluate_main("pararel", ["--model", str(tmp_path / "no-such-model"), "--limit", "2",
+                                  "--output_dir", str(tmp_path)])
+    assert e.value.code == 2 and "could not load model" in capsys.readouterr().err
