@@ -1,8 +1,14 @@
 """The batched answering engine: greedy/sampled decoding, letter scoring and sure-probability.
 
 All scoring reads next-token distributions from plain forward passes with a KV cache: no
-`generate` call is used to read a single distribution. Inputs are left-padded with explicit
-position ids, so a question's result does not depend on what it is batched with.
+`generate` call is used to read a single distribution. Every token carries its explicit
+position and a mask that shows it only its own prompt, so a question's result does not depend
+on what it is batched with (up to float rounding).
+
+On a CPU the model's matmuls run near the machine's peak whatever the batch, so speed comes
+from computing fewer tokens: prompts are packed as a token tree (shared prefixes such as the
+few-shot examples once, no padding), finished rows leave the batch, and the sure question
+continues from the cache of the prompt and the decoded answer (benchmarks/README.md).
 """
 
 from __future__ import annotations
@@ -101,32 +107,37 @@ def _is_plain(cache) -> bool:
 
 
 def _cache_from(kv: list[tuple[torch.Tensor, torch.Tensor]]):
-    from transformers.cache_utils import DynamicCache
+    """A DynamicCache holding these per-layer (keys, values), without copying them."""
+    from transformers.cache_utils import DynamicCache, DynamicLayer
 
-    return DynamicCache(ddp_cache_data=kv)
-
-
-def _pad_left(t: torch.Tensor, width: int, dim: int) -> torch.Tensor:
-    extra = width - t.shape[dim]
-    if extra <= 0:
-        return t
-    shape = list(t.shape)
-    shape[dim] = extra
-    return torch.cat([t.new_zeros(shape), t], dim=dim)
+    cache = DynamicCache(ddp_cache_data=[(k[..., :0, :], v[..., :0, :]) for k, v in kv])
+    for layer, (k, v) in zip(cache.layers, kv):
+        if type(layer) is not DynamicLayer:  # not the layout these tensors were made for
+            return DynamicCache(ddp_cache_data=kv)
+        layer.keys, layer.values = k, v
+    return cache
 
 
 class Engine:
     """Wraps a causal LM and its tokenizer for batched scoring.
 
-    Arithmetic is spent on real tokens only: a token prefix that most of a batch shares (the
-    few-shot examples) is computed once and its KV cache kept for the following batches;
-    decoding drops finished rows from the batch; the sure question continues from the
-    answer prompt's cache; logits are computed for the last position only. Counters
-    (`tokens_processed`, `token_slots`, `logit_rows`) record the work for FLOP accounting.
+    Arithmetic is spent on real tokens only: each distinct prompt prefix is computed once
+    (tree-packed prompts, no padding; the prefix most rows share is kept for the following
+    batches that share it), finished rows leave the decoding batch, the sure question
+    continues from the cache of the prompt and the decoded answer, and logits are computed
+    where they are read. A batch's numbers depend on its own rows only (bit for bit on one
+    machine), so resumed runs match uninterrupted ones. With share_prefix=False prompts run
+    as one left-padded batch (also the fallback for models whose cache or attention cannot
+    take a custom 4D mask and regrouping). Counters (`tokens_processed`, `token_slots`,
+    `logit_rows`) record the work for FLOP accounting.
     """
 
-    # A shared prefix shorter than this is not worth a separate forward pass.
+    # A shared prefix shorter than this is left to the token tree.
     MIN_SHARED_PREFIX = 8
+    # New prompt tokens per tree-packed forward pass. Attention over a packed chunk grows with
+    # its length squared (~10% on top of the matmuls at 256 with SmolLM2's 576 hidden units),
+    # while longer chunks give the matmuls more rows; 256 measured best on CPU.
+    PACK_TOKENS = 256
 
     def __init__(self, model, tokenizer, share_prefix: bool = True):
         self.model, self.tokenizer = model, tokenizer
@@ -153,7 +164,8 @@ class Engine:
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.prompt_cache: PromptCache | None = None
         self.share_prefix = share_prefix
-        # original row of each row of the forward pass in progress (for hooks and tests)
+        # During a forward pass: the caller's row for each row of logits it computes (batch rows,
+        # or the leaves of tree-packed prompts), for hooks and tests.
         self.active_rows: list[int] | None = None
         self.clear_prefix_cache()
         self.reset_counters()
@@ -168,7 +180,37 @@ class Engine:
         """Forget the kept KV cache of the last shared prefix."""
         self._prefix: tuple[int, ...] = ()
         self._prefix_kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None
-        self._prefix_key: tuple | None = None
+        self._prefix_key: int | None = None
+
+    def suggest_batch_size(self, tokens_per_row: int, memory_budget: int | None = None) -> int:
+        """Rows per batch for answering: enough rows to keep decoding busy, within memory.
+
+        Prompts are tree-packed (PACK_TOKENS per pass, whatever the batch size) and the sure
+        question runs rows x ~17 tokens, so the batch size mostly sets how many rows share each
+        one-token decoding step, whose cost is reading the weights. On a 2-core CPU with
+        SmolLM2-135M the throughput levels off by 64 rows (benchmarks/README.md); GPUs keep
+        gaining up to a few hundred. Memory per row: the KV cache of `tokens_per_row` tokens
+        (prompt, answer and sure question), held up to three times at the peak, plus a few
+        float32 vocabulary rows. The budget defaults to half the free GPU memory, or a quarter
+        of the available RAM.
+        """
+        cfg = self.model.config
+        heads = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
+        head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        elem = next(self.model.parameters()).element_size()
+        per_row = 3 * 2 * cfg.num_hidden_layers * heads * head_dim * elem * tokens_per_row + 4 * 4 * self.eos.numel()
+        if memory_budget is None:
+            if self.device.type == "cuda":
+                memory_budget = torch.cuda.mem_get_info(self.device)[0] // 2
+            else:
+                try:
+                    import psutil
+
+                    memory_budget = psutil.virtual_memory().available // 4
+                except ImportError:
+                    memory_budget = 4 << 30
+        cap = 256 if self.device.type == "cuda" else 64
+        return int(max(1, min(cap, memory_budget // per_row)))
 
     # -- encoding -------------------------------------------------------------------------
 
@@ -201,14 +243,10 @@ class Engine:
         self.logit_rows += ids.shape[0]
         return out
 
-    # -- shared prefix --------------------------------------------------------------------
+    # -- prompts: each distinct token prefix computed once ----------------------------------
 
     def _choose_prefix(self, seqs: list[list[int]]) -> tuple[int, ...]:
-        """The token prefix that saves the most work: length x number of rows starting with it.
-
-        Each row keeps at least its last token to compute (its logits are needed). Candidates
-        come from the batch (two or more rows) or, for a lone row, from the kept prefix.
-        """
+        """The prefix to compute first, once: the most length x number of rows starting with it."""
         n = len(seqs)
         best, best_score = (), 0
         if n >= 2:
@@ -224,82 +262,186 @@ class Engine:
                         longest, end = run, i + 1
                 if k * (longest + 1) > best_score:
                     best, best_score = tuple(order[end][:k]), k * (longest + 1)
-        if not best and self._prefix:
-            shared = [min(_common_length(s, self._prefix), len(s) - 1) for s in seqs]
-            for k in sorted(set(shared), reverse=True):
-                score = k * sum(1 for x in shared if x >= k)
-                if k >= self.MIN_SHARED_PREFIX and score > best_score:
-                    best, best_score = self._prefix[:k], score
         return best
 
-    def _weights_key(self) -> tuple:
-        # in-place weight updates (optimizer steps, load_state_dict) bump tensor versions
-        return (sum(p._version for p in self.model.parameters()), next(self.model.parameters()).dtype)
+    def _weights_key(self) -> int:
+        # in-place updates (optimizer steps, load_state_dict) bump tensor versions; replaced or
+        # moved tensors change address
+        return hash(tuple((p.data_ptr(), p._version, p.dtype) for p in self.model.parameters()))
 
-    @torch.inference_mode()
-    def _prefix_cache(self, prefix: tuple[int, ...]):
-        """KV tensors (batch of one) of `prefix`, reusing the kept prefix's common part."""
-        key = self._weights_key()
-        if key != self._prefix_key:
-            self.clear_prefix_cache()
-        m = _common_length(self._prefix, prefix) if self._prefix_kv is not None else 0
-        if m == len(prefix):
-            return [(k[:, :, :m], v[:, :, :m]) for k, v in self._prefix_kv]
-        base = _cache_from([(k[:, :, :m], v[:, :, :m]) for k, v in self._prefix_kv]) if m else None
-        rest = torch.tensor([prefix[m:]], dtype=torch.long, device=self.device)
-        positions = torch.arange(m, len(prefix), device=self.device)[None, :]
-        out = self.model.base_model(input_ids=rest, position_ids=positions, cache=base, use_cache=True)
-        self.tokens_processed += rest.shape[1]
-        self.token_slots += rest.shape[1]
-        cache = out.cache
-        if not _is_plain(cache):
-            self.share_prefix = False  # this model's cache cannot be shared this way
-            return None
-        self._prefix = tuple(prefix)
-        self._prefix_kv = [(layer.keys, layer.values) for layer in cache.layers]
-        self._prefix_key = key
-        return self._prefix_kv
-
-    # -- prompts --------------------------------------------------------------------------
+    def _can_pack(self) -> bool:
+        return self.share_prefix and getattr(self.model.config, "_attn_implementation", None) in ("sdpa", "eager")
 
     def _prefill(self, seqs: list[list[int]]):
         """Forward the prompts: (last-position logits in float32, KV cache, attention mask).
 
-        Rows that start with the chosen shared prefix compute only the tokens after it; the
-        others (rare: a question that is itself a shot) go through a plain pass, and the two
-        caches are aligned on the right and stacked back into the rows' order.
+        The cache comes back in the usual left-padded batch layout, whichever way it was
+        computed: tree-packed (`_prefill_packed`) or as one padded batch.
+        """
+        if self._can_pack():
+            result = self._prefill_packed(seqs)
+            if result is not None:
+                return result
+        ids, mask, positions = self._left_pad(seqs)
+        out = self._forward(ids, mask, positions, None, sum(len(s) for s in seqs), list(range(len(seqs))))
+        return out.logits[:, -1, :].float(), out.cache, mask
+
+    def _prefill_packed(self, seqs: list[list[int]]):
+        """Prompts as a token tree: every distinct prefix is computed once, with no padding.
+
+        Rows (sorted, so that neighbours share the most) are cut into chunks of about
+        PACK_TOKENS new tokens; each chunk is one sequence of its tree's nodes, where a node
+        attends to its ancestors only (a 4D mask) at its depth's position. The prefix most rows
+        share sits in the cache, computed once. Returns None where the model's cache cannot be
+        handled this way.
         """
         n = len(seqs)
-        prefix = self._choose_prefix(seqs) if self.share_prefix else ()
-        kv = self._prefix_cache(prefix) if prefix else None
-        P = len(prefix)
-        shared = [r for r, s in enumerate(seqs) if kv is not None and len(s) > P and tuple(s[:P]) == prefix]
-        if not shared:
-            ids, mask, positions = self._left_pad(seqs)
-            out = self._forward(ids, mask, positions, None, sum(len(s) for s in seqs), list(range(n)))
-            return out.logits[:, -1, :].float(), out.cache, mask
-        suffixes = [seqs[r][P:] for r in shared]
-        ids, smask, spos = self._left_pad(suffixes)
-        na = len(shared)
-        mask = torch.cat([torch.ones((na, P), dtype=smask.dtype, device=self.device), smask], dim=1)
-        cache = _cache_from([(k.expand(na, -1, -1, -1), v.expand(na, -1, -1, -1)) for k, v in kv])
-        out = self._forward(ids, mask, spos + P, cache, sum(len(s) for s in suffixes), shared)
-        logits, cache = out.logits[:, -1, :].float(), out.cache
-        in_shared = set(shared)
-        rest = [r for r in range(n) if r not in in_shared]
-        if not rest:
-            return logits, cache, mask
-        ids_b, mask_b, pos_b = self._left_pad([seqs[r] for r in rest])
-        out_b = self._forward(ids_b, mask_b, pos_b, None, sum(len(seqs[r]) for r in rest), rest)
-        order = torch.tensor(shared + rest, device=self.device).argsort()
-        width = max(mask.shape[1], mask_b.shape[1])
-        mask = torch.cat([_pad_left(mask, width, 1), _pad_left(mask_b, width, 1)])[order]
-        logits = torch.cat([logits, out_b.logits[:, -1, :].float()])[order]
+        if self._weights_key() != self._prefix_key:
+            self.clear_prefix_cache()
+        # The prefix most rows share (the few-shot examples) first, once, so that no chunk
+        # computes it again. It is kept for the next batches, but used only by a batch that
+        # chooses exactly the same prefix, and always computed alone from its first token: a
+        # batch's numbers then depend on its own rows only, bit for bit, and a resumed run
+        # writes the same files as an uninterrupted one.
+        prefix = self._choose_prefix(seqs)
+        if prefix and (self._prefix_kv is None or prefix != self._prefix):
+            if not self._compute_prefix(prefix):
+                return None
+        memo, memo_kv = (self._prefix, self._prefix_kv) if prefix else ((), None)
+        m0 = len(memo)
+        # how much of the kept prefix each row uses (never its last token: that one needs logits)
+        used = []
+        for s in seqs:
+            limit, m = min(m0, len(s) - 1), 0
+            while m < limit and s[m] == memo[m]:
+                m += 1
+            used.append(m)
+        order = sorted(range(n), key=lambda r: seqs[r])
+        chunks, current, size, prev = [], [], 0, None
+        for r in order:
+            s = seqs[r]
+            start = max(used[r], _common_length(prev, s) if prev is not None and current else 0)
+            cost = len(s) - min(start, len(s) - 1)
+            if current and size + cost > self.PACK_TOKENS:
+                chunks.append(current)
+                current, size, cost = [], 0, len(s) - used[r]
+            current.append(r)
+            size += cost
+            prev = s
+        chunks.append(current)
+        if len(chunks) == 1:  # one pass: keep the callers' row order, nothing to regroup
+            chunks = [list(range(n))]
+        width = max(len(s) for s in seqs)
+        # Every row's cache is gathered at once from [kept prefix | chunk 1's tokens | chunk 2's ...]
+        cols = [[] for _ in range(n)]
+        logits = None
+        parts: list[list[tuple[torch.Tensor, torch.Tensor]]] = []
+        offset = m0
+        for chunk in chunks:
+            part = self._packed_chunk([seqs[r] for r in chunk], [used[r] for r in chunk], memo_kv, m0, chunk)
+            if part is None:
+                return None
+            chunk_logits, new_kv, paths = part
+            for r, path in zip(chunk, paths):
+                own = list(range(used[r])) + [offset + i for i in path]
+                cols[r] = [0] * (width - len(own)) + own  # pads point at column 0, masked out
+            offset += new_kv[0][0].shape[1]
+            parts.append(new_kv)
+            if len(chunks) == 1:
+                logits = chunk_logits
+            else:
+                if logits is None:
+                    logits = chunk_logits.new_empty((n, chunk_logits.shape[1]))
+                logits[torch.tensor(chunk, device=self.device)] = chunk_logits
+        index = torch.tensor(cols, device=self.device).T.reshape(-1)  # position-major: a free view below
         merged = []
-        for la, lb in zip(cache.layers, out_b.cache.layers):
-            merged.append((torch.cat([_pad_left(la.keys, width, 2), _pad_left(lb.keys, width, 2)])[order],
-                           torch.cat([_pad_left(la.values, width, 2), _pad_left(lb.values, width, 2)])[order]))
-        return logits, _cache_from(merged), mask
+        for i in range(len(parts[0])):
+            layer = [memo_kv[i]] if m0 else []
+            ks = [kv[0][0] for kv in layer] + [part[i][0] for part in parts]  # each (heads, tokens, dim)
+            vs = [kv[1][0] for kv in layer] + [part[i][1] for part in parts]
+            k = torch.cat(ks, dim=1) if len(ks) > 1 else ks[0]
+            v = torch.cat(vs, dim=1) if len(vs) > 1 else vs[0]
+            # (heads, width * rows, dim) -> (rows, heads, width, dim)
+            heads, dim = k.shape[0], k.shape[2]
+            merged.append((k.index_select(1, index).view(heads, width, n, dim).permute(2, 0, 1, 3),
+                           v.index_select(1, index).view(heads, width, n, dim).permute(2, 0, 1, 3)))
+        mask = torch.zeros((n, width), dtype=torch.long)
+        for r, s in enumerate(seqs):
+            mask[r, width - len(s):] = 1
+        return logits.float(), _cache_from(merged), mask.to(self.device)
+
+    @torch.inference_mode()
+    def _packed_chunk(self, seqs, used, memo_kv, m0: int, rows: list[int]):
+        """One tree-packed forward pass: (each row's logits, per-layer KV of the new tokens, paths)."""
+        nodes: dict = {}  # (parent key, token) -> node index; a parent key is a node or ("kept", m)
+        tokens, parents, depths, kept_len, paths = [], [], [], [], []
+        for s, m in zip(seqs, used):
+            key, parent, path = ("kept", m), -1, []
+            for d in range(m, len(s)):
+                i = nodes.get((key, s[d]))
+                if i is None:
+                    i = nodes[(key, s[d])] = len(tokens)
+                    tokens.append(s[d])
+                    parents.append(parent)
+                    depths.append(d)
+                    kept_len.append(m)
+                path.append(i)
+                key = parent = i
+            paths.append(path)
+        t = len(tokens)
+        allowed = torch.zeros((t, m0 + t), dtype=torch.bool)
+        if m0:
+            allowed[:, :m0] = torch.arange(m0)[None, :] < torch.tensor(kept_len)[:, None]
+        for i, p in enumerate(parents):  # parents come before their children
+            if p >= 0:
+                allowed[i, m0:] = allowed[p, m0:]
+            allowed[i, m0 + i] = True
+        dtype = next(self.model.parameters()).dtype
+        if self.model.config._attn_implementation == "sdpa":
+            mask4 = allowed[None, None].to(self.device)
+        else:  # eager attention adds the mask to the scores
+            mask4 = torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)
+            mask4 = mask4[None, None].to(self.device)
+        leaves = sorted({p[-1] for p in paths})
+        leaf_col = {leaf: j for j, leaf in enumerate(leaves)}
+        cache = _cache_from([(k, v) for k, v in memo_kv]) if m0 else None
+        ids = torch.tensor([tokens], dtype=torch.long, device=self.device)
+        positions = torch.tensor([depths], dtype=torch.long, device=self.device)
+        first_row = {}
+        for r, p in zip(rows, paths):
+            first_row.setdefault(p[-1], r)
+        self.active_rows = [first_row[leaf] for leaf in leaves]  # the logits' rows are the leaves
+        try:
+            out = self.model(input_ids=ids, attention_mask=mask4, position_ids=positions, cache=cache,
+                             use_cache=True, logits_to_keep=torch.tensor(leaves, device=self.device))
+        finally:
+            self.active_rows = None
+        self.tokens_processed += t
+        self.token_slots += t
+        self.logit_rows += len(leaves)
+        if not _is_plain(out.cache):
+            self.share_prefix = False  # this model's cache cannot be regrouped: plain batches from now on
+            return None
+        logits = out.logits[0, [leaf_col[p[-1]] for p in paths]]
+        new_kv = [(layer.keys[0, :, m0:], layer.values[0, :, m0:]) for layer in out.cache.layers]
+        return logits, new_kv, paths
+
+    @torch.inference_mode()
+    def _compute_prefix(self, prefix: tuple[int, ...]) -> bool:
+        """Compute the KV of `prefix` (a batch of one) and keep it."""
+        ids = torch.tensor([prefix], dtype=torch.long, device=self.device)
+        # the body only: no logits are needed (and output-layer hooks see no extra call)
+        body = self.model.base_model if self.model.base_model is not self.model else self.model
+        out = body(input_ids=ids, use_cache=True)
+        self.tokens_processed += ids.shape[1]
+        self.token_slots += ids.shape[1]
+        if not _is_plain(out.cache):
+            self.share_prefix = False  # this model's cache cannot be regrouped: plain batches from now on
+            return False
+        self._prefix = tuple(prefix)
+        self._prefix_kv = [(layer.keys, layer.values) for layer in out.cache.layers]
+        self._prefix_key = self._weights_key()
+        return True
 
     # -- scoring --------------------------------------------------------------------------
 
@@ -382,9 +524,11 @@ class Engine:
         """Decode each sequence until a period token, an end token or the length limit.
 
         Greedy unless `sampling` is given. The stop token itself is not part of the answer,
-        and rows that have stopped never contribute further tokens: once a quarter of the
-        batch has stopped, those rows leave the batch and its cache. With keep_prompt_cache,
-        the prompts' KV cache is kept (as `self.prompt_cache`) for `sure_probability`.
+        and rows that have stopped never contribute further tokens; once they number a
+        quarter of the rows still going, they leave the batch and its cache (dropping rows
+        copies the cache, so not for each one). With keep_prompt_cache, the KV cache of the
+        prompts and of the decoded answer tokens is kept (as `self.prompt_cache`) for
+        `sure_probability`.
         """
         n = len(seqs)
         self.prompt_cache = None
@@ -438,6 +582,7 @@ class Engine:
             if prompt_kv is not None:
                 if cache.get_seq_length() > width:
                     answer_kv.append(self._answer_columns(cache, range(len(rows)), width, rows))
+                out = cache = None  # free the decoding cache before the prompt cache grows
                 # answer tokens whose KV was computed: all but the last of a row cut by the length limit
                 fed = [t[: len(t) - (s == "length")] for t, s in zip(tokens, stopped)]
                 self.prompt_cache = self._with_answers(prompt_kv, prompt_mask, seqs, fed, answer_kv)
@@ -459,6 +604,7 @@ class Engine:
             return PromptCache(_cache_from(prompt_kv), prompt_mask, [list(s) for s in seqs])
         layers = []
         for i, (k, v) in enumerate(prompt_kv):
+            prompt_kv[i] = None  # each old layer goes as its extended copy is made
             ak = k.new_zeros((n, k.shape[1], a, k.shape[3]))
             av = v.new_zeros((n, v.shape[1], a, v.shape[3]))
             for rows, kv in answer_kv:

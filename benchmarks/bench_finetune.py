@@ -1,0 +1,140 @@
+"""Fine-tuning speed: packed blocks (LMFlow's grouping) against one padded example per sequence.
+
+    python benchmarks/bench_finetune.py --model smollm2-135m \
+        --data runs/issue2/train/pararel_smollm2-135m_unsure.json --steps 10 --block_size 512 \
+        --output benchmarks/results/finetune_smollm2-135m.json
+
+The same data, model, batch size and number of optimizer steps for both layouts:
+rtuning.finetune.PackedDataset (every block full, no padding) and TextDataset + PadCollator
+(what `finetune/run_finetune.sh` trains on by default). A plain torch loop with AdamW, as
+Trainer runs it on one device; the model is reloaded for each layout. Reported: real
+(non-padding) tokens per second, the padding share of the computed positions, and the useful
+matmul share, with useful FLOPs = 6 x (parameters a token is multiplied by) x real tokens.
+Training data: `python training/pararel/run_pararel.py --method unsure --limit 200
+--output_dir /tmp/bench_train` writes an LMFlow file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch  # noqa: E402
+
+from benchmarks.common import Phase, machine, matmul_rate, param_counts, table, write_result  # noqa: E402
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="smollm2-135m")
+    p.add_argument("--data", required=True, help="an LMFlow text_only JSON file or a folder of them")
+    p.add_argument("--steps", type=int, default=10, help="timed optimizer steps per layout")
+    p.add_argument("--warmup_steps", type=int, default=1, help="untimed steps before timing")
+    p.add_argument("--block_size", type=int, default=512)
+    p.add_argument("--batch_size", type=int, default=4)
+    p.add_argument("--learning_rate", type=float, default=2e-5)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--matmul_seconds", type=float, default=1.5)
+    p.add_argument("--matmul_size", type=int, default=None, help="n of the n x n matmul (default 2048, 8192 on GPU)")
+    p.add_argument("--output", required=True, help="JSON file for the results")
+    return p.parse_args(argv)
+
+
+def train_steps(model, dataset, collator, args, device) -> dict:
+    """Warm-up steps, then `args.steps` timed optimizer steps; tokens counted from the masks."""
+    gen = torch.Generator().manual_seed(args.seed)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, shuffle=True, generator=gen,
+                                         collate_fn=collator, drop_last=False)
+    batches = itertools.cycle(loader)
+    opt = torch.optim.AdamW(model.parameters(), lr=args.learning_rate)
+    model.train()
+
+    def step():
+        batch = {k: v.to(device) for k, v in next(batches).items()}
+        loss = model(**batch).loss
+        loss.backward()
+        loss = loss.detach()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return batch, loss.item()
+
+    for _ in range(args.warmup_steps):
+        step()
+    real = slots = 0
+    losses = []
+    with Phase(device) as phase:
+        for _ in range(args.steps):
+            batch, loss = step()
+            real += int(batch["attention_mask"].sum())
+            slots += batch["attention_mask"].numel()
+            losses.append(loss)
+    return {"wall_s": phase.wall, "real_tokens": real, "token_slots": slots, "padding_share": 1 - real / slots,
+            "tokens_per_s": real / phase.wall, "slots_per_s": slots / phase.wall,
+            "steps_per_s": args.steps / phase.wall, "peak_mb": phase.peak_mb, "first_loss": losses[0],
+            "last_loss": losses[-1], "other_cpu_share": phase.other_cpu_share, "memory_method": phase.memory_method}
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    from transformers import AutoModelForCausalLM, set_seed
+
+    from rtuning.finetune import PackedDataset, PadCollator, TextDataset, read_lmflow
+    from rtuning.models import load_tokenizer, materialize, resolve_model
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    spec = resolve_model(args.model)
+    texts = read_lmflow(args.data)
+    tok = load_tokenizer(spec, padding_side="right")
+    padded = TextDataset(texts, tok, args.block_size)
+    layouts = {"padded": padded, "packed": PackedDataset(padded.examples, args.block_size)}
+    collator = PadCollator(tok.pad_token_id)
+    mm = matmul_rate(torch.float32, device, args.matmul_size, args.matmul_seconds)
+    results = {}
+    for name, dataset in layouts.items():
+        set_seed(args.seed)
+        model = AutoModelForCausalLM.from_pretrained(materialize(spec), dtype=torch.float32).to(device)
+        counts = param_counts(model)
+        r = train_steps(model, dataset, collator, args, device)
+        r["sequences"] = len(dataset)
+        r["dataset_tokens"] = dataset.num_tokens
+        r["epoch_s_estimate"] = dataset.num_tokens / r["tokens_per_s"]
+        # 6 x N per token (forward 2N, backward 4N) with N the parameters a token is multiplied by;
+        # every position computes logits in training, so the output matrix counts too
+        flops = 6 * (counts["body"] + counts["lm_head"]) * r["real_tokens"]
+        r["matmul_fraction"] = flops / r["wall_s"] / mm["flops_per_s"]
+        results[name] = r
+        del model
+    out = {"benchmark": "finetune", "model": args.model, "data": str(args.data), "examples": len(texts),
+           "steps": args.steps, "warmup_steps": args.warmup_steps, "batch_size": args.batch_size,
+           "block_size": args.block_size, "dtype": "float32", "device": str(device),
+           "torch_threads": torch.get_num_threads(), "machine": machine(), "matmul": mm,
+           "packed_dropped_tokens": layouts["packed"].dropped_tokens,
+           "flops_rule": "useful FLOPs = 6 x (all parameters but the input embedding) x real tokens",
+           "tokens_per_s_ratio": results["packed"]["tokens_per_s"] / results["padded"]["tokens_per_s"],
+           **results}
+    write_result(args.output, out)
+    rows = [("real tokens/s", *(f"{results[k]['tokens_per_s']:.0f}" for k in layouts)),
+            ("padding share", *(f"{results[k]['padding_share']:.1%}" for k in layouts)),
+            ("steps/s", *(f"{results[k]['steps_per_s']:.3f}" for k in layouts)),
+            ("sequences", *(str(results[k]["sequences"]) for k in layouts)),
+            ("one epoch, s (est.)", *(f"{results[k]['epoch_s_estimate']:.0f}" for k in layouts)),
+            ("useful matmul share", *(f"{results[k]['matmul_fraction']:.1%}" for k in layouts)),
+            ("peak memory MB", *(f"{results[k]['peak_mb']:.0f}" for k in layouts))]
+    print(f"finetune: {args.model}, {len(texts)} texts, batch {args.batch_size}, block {args.block_size}, "
+          f"{args.steps} steps each, {out['machine']['cpu']}, {out['torch_threads']} torch threads")
+    print(table(rows, ("", "padded (default)", "packed")))
+    print(f"packed/padded tokens per second: {out['tokens_per_s_ratio']:.2f}x; packing drops "
+          f"{out['packed_dropped_tokens']} tokens and can split a question from its label (SPEC.md)")
+    return out
+
+
+if __name__ == "__main__":
+    main()
