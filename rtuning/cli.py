@@ -113,6 +113,9 @@ class Setup:
         # Everything that changes the numbers; batch size and device only move them within float noise.
         return {"model": args.model, "data_sha256": self.info["data_sha256"], "split": self.info["split"],
                 "prompts_sha256": self.info["prompts_sha256"],
+                # the engine's arithmetic (prefix sharing, row dropping) changes the last bits and
+                # the sampled answers: never resume one engine's records with another's
+                "engine_version": 2,
                 "limit": args.limit, "seed": args.seed, "num_shots": self.num_shots, "match": args.match,
                 "dtype": self.info["dtype"], "max_prompt_tokens": self.max_prompt_tokens, **extra}
 
