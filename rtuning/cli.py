@@ -179,7 +179,8 @@ def probe_main(task: str | Task, argv: list[str] | None = None, doc: str | None 
     n_certain = sum(r["certain"] for r in records)
     counts = {"questions": len(records), "certain": n_certain, "uncertain": len(records) - n_certain,
               "greedy_correct": sum(r["correct"] for r in records), "truncated_prompts": run.truncated(records)}
-    wall = time.time() - t0
+    # a resumed run adds its time to what the earlier, interrupted or finished, runs spent
+    wall = time.time() - t0 + (store.meta.get("wall_time_s") or 0 if store.resumed else 0)
     store.finish(counts=counts, wall_time_s=round(wall, 2), training_data=str(data_path))
     print(json.dumps({"training_data": str(data_path), **counts, "wall_time_s": round(wall, 1)}, indent=2))
     return {**counts, "training_data": str(data_path), "wall_time_s": wall}
@@ -228,7 +229,8 @@ def evaluate_main(task: str | Task, argv: list[str] | None = None, doc: str | No
     if not run.procs.is_main:
         return {}
     store.write_merged(records)
-    wall = time.time() - t0
+    # a resumed run adds its time to what the earlier, interrupted or finished, runs spent
+    wall = time.time() - t0 + (store.meta.get("wall_time_s") or 0 if store.resumed else 0)
     row = {"result": result, "task": task.name, "domain": args.domain, "model": args.model}
     if task.kind == "refusal":
         summary = refusal_summary(records, answerable=args.domain == "answerable")
