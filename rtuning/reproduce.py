@@ -50,6 +50,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--epochs", type=float, default=1.0)
     p.add_argument("--learning_rate", type=float, default=2e-5)
     p.add_argument("--train_batch_size", type=int, default=4)
+    p.add_argument("--finetune_dtype", default="auto", choices=("auto", "bf16", "fp16", "fp32"),
+                   help="fine-tuning precision (auto: bf16 on a GPU that has it, else fp32); "
+                        "bf16 autocast also runs on CPUs with AVX512-BF16/AMX, about 1.5x faster there")
     p.add_argument("--batch_size", type=int, default=16, help="inference batch size")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--device", default="auto")
@@ -115,7 +118,8 @@ class Study:
         target = self.out / "models" / f"{dataset}_{method}"
         flags = ["--model_name_or_path", a.model, "--dataset_path", str(data), "--output_model_path", str(target),
                  "--num_train_epochs", str(a.epochs), "--learning_rate", str(a.learning_rate),
-                 "--per_device_train_batch_size", str(a.train_batch_size), "--seed", str(a.seed)]
+                 "--per_device_train_batch_size", str(a.train_batch_size), "--seed", str(a.seed),
+                 "--dtype", a.finetune_dtype]
         key = hashlib.sha256(json.dumps([flags, file_sha256(data)]).encode()).hexdigest()
         marker = target / "study_key.txt"
         if marker.is_file() and marker.read_text() == key:
