@@ -87,7 +87,8 @@ def _trim() -> None:
 
 
 class Phase:
-    """Wall time, CPU use and peak memory growth of a block of work.
+    """Wall time, CPU use and peak memory of a block of work: the process's peak (weights and
+    everything else held, `total_peak_mb`) and its growth during the block (`peak_mb`).
 
     Memory on CPU: resident set size (RSS). The kernel's high-water mark (VmHWM) is reset at the
     start by writing 5 to /proc/self/clear_refs where allowed; a thread also samples RSS every
@@ -154,7 +155,13 @@ class Phase:
 
     @property
     def peak_mb(self) -> float:
+        """Growth over the start: the block's own working set."""
         return self.peak_bytes / 2**20
+
+    @property
+    def total_peak_mb(self) -> float:
+        """The peak itself: RSS (CPU) or allocated memory (CUDA), model weights included."""
+        return (self.base + self.peak_bytes) / 2**20
 
 
 def _cpu_times() -> dict:

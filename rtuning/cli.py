@@ -32,7 +32,9 @@ def base_parser(doc: str | None) -> argparse.ArgumentParser:
                    help=f"R-Tuning data folder (default: ${DATA_ENV} or dataset/)")
     p.add_argument("--result", default=None, help="name prefix of the output files")
     p.add_argument("--limit", type=int, default=None, help="only the first N questions (smoke runs)")
-    p.add_argument("--batch_size", type=int, default=16)
+    p.add_argument("--batch_size", type=int, default=None,
+                   help="questions per batch (default: Engine.suggest_batch_size's rule from the prompts' "
+                        "length, the device and its free memory: 64 at most on CPU, 256 on GPU)")
     p.add_argument("--max_batch_tokens", type=int, default=16384,
                    help="cap on padded tokens per batch, so long prompts get smaller batches")
     p.add_argument("--max_prompt_tokens", type=int, default=2048,
@@ -93,6 +95,10 @@ class Setup:
         # leave room for the answer and the sure question that follows it
         self.max_prompt_tokens = min(args.max_prompt_tokens, context - task.probe_new_tokens - 48)
         self.runner = TaskRunner(Engine(model, tok), task, shots, self.max_prompt_tokens)
+        self.batch_size, batch_source = args.batch_size, "argument"
+        if self.batch_size is None:
+            self.batch_size, batch_source = self.suggest_batch_size(), "Engine.suggest_batch_size"
+        args.batch_size = self.batch_size  # recorded with the other arguments
         data_file = task.path(args.data_dir, split)
         self.info = {
             "task": task.name, "split": split, "model": args.model, "model_path": spec.path,
@@ -101,13 +107,23 @@ class Setup:
             ("model registry" if spec.entry and recommended else "paper default"),
             "shots_from": shots_task.name, "shots": [s.index for s in shots.pool],
             "max_prompt_tokens": self.max_prompt_tokens, "device": str(device), "device_map": args.device_map,
-            "processes": procs.world,
+            "processes": procs.world, "batch_size": self.batch_size, "batch_size_source": batch_source,
             "dtype": str(dtype).replace("torch.", ""), "git_commit": git_commit(), "environment": environment(),
             "argv": sys.argv,
             # covers prompt files, shots and truncation: any change to what the model sees
             "prompts_sha256": hashlib.sha256("\0".join(
                 self.runner.prompt(ex) + "\1" + ex.gold for ex in self.examples).encode()).hexdigest(),
         }
+
+    def suggest_batch_size(self) -> int:
+        """The engine's rule for this task's rows: a long prompt (90th percentile of up to 512
+        questions), the longest answer and the sure question after it."""
+        sample = self.examples[:: max(1, len(self.examples) // 512)][:512]
+        if not sample:
+            return 1
+        lengths = sorted(len(ids) for ids in self.runner.engine.encode([self.runner.prompt(ex) for ex in sample]))
+        row = lengths[int(0.9 * (len(lengths) - 1))] + self.task.probe_new_tokens + 48
+        return self.runner.engine.suggest_batch_size(min(row, self.max_prompt_tokens + self.task.probe_new_tokens + 48))
 
     def config(self, args, **extra) -> dict:
         # Everything that changes the numbers; batch size and device only move them within float noise.

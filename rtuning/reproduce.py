@@ -53,7 +53,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--finetune_dtype", default="auto", choices=("auto", "bf16", "fp16", "fp32"),
                    help="fine-tuning precision (auto: bf16 on a GPU that has it, else fp32); "
                         "bf16 autocast also runs on CPUs with AVX512-BF16/AMX, about 1.5x faster there")
-    p.add_argument("--batch_size", type=int, default=16, help="inference batch size")
+    p.add_argument("--batch_size", type=int, default=None,
+                   help="inference batch size (default: the engine's rule, see Engine.suggest_batch_size)")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--device", default="auto")
     p.add_argument("--quick", action="store_true", help=f"smoke preset: {QUICK}")
@@ -70,8 +71,9 @@ class Study:
         self.args = args
         self.out = Path(args.out)
         self.steps: list[dict] = []
-        self.common = ["--data_dir", args.data_dir, "--seed", str(args.seed), "--batch_size", str(args.batch_size),
-                       "--device", args.device]
+        self.common = ["--data_dir", args.data_dir, "--seed", str(args.seed), "--device", args.device]
+        if args.batch_size:
+            self.common += ["--batch_size", str(args.batch_size)]
 
     def step(self, name: str, fn):
         """Run one step, timing it; steps resume on their own (their outputs record settings)."""

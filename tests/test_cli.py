@@ -151,3 +151,16 @@ def test_unknown_model_is_a_clear_error(env_data, tmp_path, capsys, monkeypatch)
         evaluate_main("pararel", ["--model", str(tmp_path / "no-such-model"), "--limit", "2",
                                   "--output_dir", str(tmp_path)])
     assert e.value.code == 2 and "could not load model" in capsys.readouterr().err
+
+
+def test_default_batch_size_comes_from_the_engine_rule(env_data, tiny_model_dir, tmp_path):
+    args = ["--model", str(tiny_model_dir), "--output_dir", str(tmp_path), "--limit", "5", "--num_shots", "1",
+            "--result", "auto"]
+    evaluate_main("pararel", args)
+    meta = json.loads((tmp_path / "auto_ID.meta.json").read_text())
+    assert meta["batch_size_source"] == "Engine.suggest_batch_size"
+    assert meta["args"]["batch_size"] == meta["batch_size"]
+    assert 1 <= meta["batch_size"] <= 64  # the CPU cap; this tiny model's rows are small
+    evaluate_main("pararel", [*args, "--batch_size", "2", "--result", "fixed"])
+    meta = json.loads((tmp_path / "fixed_ID.meta.json").read_text())
+    assert (meta["batch_size"], meta["batch_size_source"]) == (2, "argument")
