@@ -17,6 +17,11 @@ from .tasks import DataError, Shots, Task, get_task
 DATA_ENV = "RTUNING_DATA_DIR"
 
 
+# How sampled multiple-choice answers are drawn (part of the resume key: earlier versions drew
+# them with one forward pass per sample, other draws from the same distribution)
+LETTER_SAMPLES = "from the greedy pass's letter distribution"
+
+
 def default_data_dir() -> str:
     """$RTUNING_DATA_DIR, else dataset/ in the project (where dataset/README.md puts the data)."""
     return os.environ.get(DATA_ENV) or str(REPO_ROOT / "dataset")
@@ -178,6 +183,8 @@ def probe_main(task: str | Task, argv: list[str] | None = None, doc: str | None 
         extra = {"method": args.method}
         if args.method == "uncertain":
             extra.update(num_try=args.num_try, temperature=args.temperature)
+            if task.kind == "choice":
+                extra["letter_samples"] = LETTER_SAMPLES
         store = run.store(stem.with_suffix(".records.jsonl"), stem.with_suffix(".meta.json"),
                           run.config(args, **extra), args.overwrite, args)
         t0 = time.time()
@@ -234,6 +241,8 @@ def evaluate_main(task: str | Task, argv: list[str] | None = None, doc: str | No
         result = args.result or f"{run.spec.tag}_{task.name}"
         stem = Path(args.output_dir) / f"{result}_{args.domain}"
         extra = {"num_samples": args.num_samples, "temperature": args.temperature} if args.num_samples else {}
+        if extra and task.kind == "choice":
+            extra["letter_samples"] = LETTER_SAMPLES
         store = run.store(stem.with_suffix(".jsonl"), stem.with_suffix(".meta.json"), run.config(args, **extra),
                           args.overwrite, args)
         t0 = time.time()

@@ -83,6 +83,22 @@ class TaskRunner:
         answers = self.engine.generate(seqs, max_new_tokens, sampling, keep_prompt_cache)
         return [Scored(a.text, a.confidence, a.stopped_by) for a in answers]
 
+    def samples(self, prompts: list[str], first: list[Scored], k: int, max_new_tokens: int,
+                sampling: Sampling) -> list[list[str]]:
+        """k sampled answers per prompt (for answer entropy).
+
+        Multiple choice: the letters are drawn from each prompt's own letter distribution at the
+        sampling temperature, softmax(logits / T), which `first` (the greedy pass) already
+        holds, so no forward pass is repeated. Open questions: k decodings per prompt."""
+        if self.task.kind == "choice":
+            probs = torch.tensor([a.option_probs for a in first], dtype=torch.float64)
+            tempered = torch.softmax(torch.log(probs.clamp(min=1e-300)) / sampling.temperature, dim=-1)
+            picks = torch.multinomial(tempered, k, replacement=True, generator=sampling.generator)
+            return [[self.task.choices[j] for j in row] for row in picks.tolist()]
+        repeated = [p for p in prompts for _ in range(k)]
+        texts = [a.text for a in self.answer(repeated, max_new_tokens, sampling)]
+        return [texts[i * k:(i + 1) * k] for i in range(len(prompts))]
+
     def sure(self, prompts: list[str], answers: list[str], reuse_cache: bool = False) -> list[float]:
         """Sure-probabilities; reuse_cache continues from the last `answer` call's prompt cache."""
         texts = [sure_prompt(p, a, self.task.answer_sep) for p, a in zip(prompts, answers)]
@@ -160,10 +176,9 @@ def probe(runner: TaskRunner, examples: Sequence[Example], store: RunStore, *, m
                             "correct": bool(is_correct(task, matcher, ex, ans.text)),
                             "truncated_tokens": runner.truncated.get(ex.index, 0)})
         if method == "uncertain":
-            repeated = [p for p in batch_prompts for _ in range(num_try)]
-            samples = runner.answer(repeated, task.probe_new_tokens, sampling_for(seed, number, temperature))
-            for j, rec in enumerate(records):
-                texts = [s.text for s in samples[j * num_try:(j + 1) * num_try]]
+            samples = runner.samples(batch_prompts, greedy, num_try, task.probe_new_tokens,
+                                     sampling_for(seed, number, temperature))
+            for rec, texts in zip(records, samples):
                 rec["samples"] = texts
                 rec["entropy"] = answer_entropy(texts)
         return records
@@ -250,10 +265,9 @@ def evaluate(runner: TaskRunner, examples: Sequence[Example], store: RunStore, *
                 rec["option_probs"] = ans.option_probs
             records.append(rec)
         if num_samples:
-            repeated = [p for p in batch_prompts for _ in range(num_samples)]
-            samples = runner.answer(repeated, task.eval_new_tokens, sampling_for(seed, number, temperature))
-            for j, rec in enumerate(records):
-                texts = [x.text for x in samples[j * num_samples:(j + 1) * num_samples]]
+            samples = runner.samples(batch_prompts, answers, num_samples, task.eval_new_tokens,
+                                     sampling_for(seed, number, temperature))
+            for rec, texts in zip(records, samples):
                 rec["samples"], rec["entropy"] = texts, answer_entropy(texts)
         return records
 

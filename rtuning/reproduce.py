@@ -32,6 +32,24 @@ REFUSAL_SETS = ("selfaware", "falseqa", "nec")
 QUICK = {"limit": 40, "test_limit": 40, "refusal_limit": 40, "num_try": 3, "vanilla_c_samples": 3}
 
 
+def per_dataset(value: str) -> int | dict[str, int]:
+    """A limit for every dataset ("300") or per dataset ("pararel=1200,mmlu=300")."""
+    if "=" not in value:
+        return int(value)
+    out = {}
+    for part in value.split(","):
+        name, _, n = part.partition("=")
+        if not name.strip() or not n.strip().isdigit():
+            raise argparse.ArgumentTypeError(f"{value!r}: expected N or dataset=N,dataset=N")
+        out[name.strip()] = int(n)
+    return out
+
+
+def limit_for(value: int | dict | None, dataset: str) -> int | None:
+    """The limit of one dataset; a per-dataset value without this dataset means no limit."""
+    return value.get(dataset) if isinstance(value, dict) else value
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     from .cli import default_data_dir
 
@@ -42,9 +60,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--refusal_sets", default=",".join(REFUSAL_SETS))
     p.add_argument("--data_dir", default=default_data_dir())
     p.add_argument("--out", default="runs/study")
-    p.add_argument("--limit", type=int, default=None, help="training questions per dataset")
-    p.add_argument("--test_limit", type=int, default=None, help="questions per test set")
+    p.add_argument("--limit", type=per_dataset, default=None,
+                   help="training questions per dataset: N, or per dataset as pararel=1200,mmlu=300")
+    p.add_argument("--test_limit", type=per_dataset, default=None,
+                   help="questions per test set: N, or per training dataset as pararel=1000,mmlu=500")
     p.add_argument("--refusal_limit", type=int, default=None, help="questions per unanswerable/answerable set")
+    p.add_argument("--refusal_for", default=None,
+                   help="training datasets whose tuned models are also evaluated on the unanswerable sets "
+                        "(comma-separated; default: all)")
     p.add_argument("--num_try", type=int, default=5, help="samples per question for R-Tuning-U")
     p.add_argument("--vanilla_c_samples", type=int, default=5, help="test-time samples for Vanilla-C")
     p.add_argument("--epochs", type=float, default=1.0)
@@ -93,7 +116,8 @@ class Study:
         a = self.args
         task = mmlu_training_task() if dataset == "mmlu" else get_task(dataset)
         out = self.out / "data"
-        limit = ["--limit", str(a.limit)] if a.limit else []
+        n = limit_for(a.limit, dataset)
+        limit = ["--limit", str(n)] if n else []
         base = ["--model", a.model, "--output_dir", str(out), "--result", dataset, *limit, *self.common]
         files = {}
         self.step(f"probe {dataset}", lambda: probe_main(task, [*base, "--method", "unsure"]))
@@ -165,7 +189,7 @@ class Study:
                 tag = label if label == "base" else f"{dataset}_{label}"
                 for domain in get_task(dataset).domains:
                     extra = ["--num_samples", str(a.vanilla_c_samples)] if label == "vanilla" else []
-                    row = self.evaluate(model, tag, dataset, domain, a.test_limit, extra)
+                    row = self.evaluate(model, tag, dataset, domain, limit_for(a.test_limit, dataset), extra)
                     row["method"], row["trained_on"] = label, dataset
                     if label == "base":
                         row.update(pretrain_t(self.out / "eval" / f"base_{dataset}_{domain}.jsonl",
@@ -174,6 +198,8 @@ class Study:
                 for refusal in [r for r in a.refusal_sets.split(",") if r]:
                     if label == "base" and dataset != datasets[0]:
                         continue  # the base model's refusal is the same whatever the training set
+                    if label != "base" and a.refusal_for is not None and dataset not in a.refusal_for.split(","):
+                        continue
                     for domain in ("unanswerable", "answerable"):
                         row = self.evaluate(model, tag, refusal, domain, a.refusal_limit)
                         row["method"], row["trained_on"] = label, dataset

@@ -164,3 +164,37 @@ def test_default_batch_size_comes_from_the_engine_rule(env_data, tiny_model_dir,
     evaluate_main("pararel", [*args, "--batch_size", "2", "--result", "fixed"])
     meta = json.loads((tmp_path / "fixed_ID.meta.json").read_text())
     assert (meta["batch_size"], meta["batch_size_source"]) == (2, "argument")
+
+
+def test_letter_samples_follow_the_tempered_letter_distribution():
+    import torch
+
+    from rtuning.engine import Sampling
+    from rtuning.pipeline import Scored
+    from rtuning.tasks import get_task
+
+    runner = TaskRunner.__new__(TaskRunner)  # letter sampling needs the task only, no model
+    runner.task = get_task("mmlu")
+    probs = [0.5, 0.3, 0.15, 0.05]
+    first = [Scored("A", 0.5, "letter", probs)]
+    gen = torch.Generator().manual_seed(0)
+    draws = runner.samples(["p"], first, 20000, 1, Sampling(temperature=0.7, generator=gen))[0]
+    expected = torch.softmax(torch.log(torch.tensor(probs)) / 0.7, dim=-1)
+    for letter, p in zip("ABCD", expected.tolist()):
+        assert draws.count(letter) / len(draws) == pytest.approx(p, abs=0.015)
+    cold = runner.samples(["p"], first, 50, 1, Sampling(temperature=1e-3, generator=gen))[0]
+    assert cold == ["A"] * 50  # near zero temperature: the greedy letter
+
+
+def test_multiple_choice_uncertain_probe_and_vanilla_c(env_data, tiny_model_dir, tmp_path):
+    from rtuning.tasks import mmlu_training_task
+
+    probe_main(mmlu_training_task(), probe_args(tiny_model_dir, tmp_path, "--method", "uncertain", "--num_try", "4",
+                                                "--result", "m"))
+    recs = [json.loads(l) for l in (tmp_path / "m_uncertain.records.jsonl").read_text().splitlines()]
+    assert all(len(r["samples"]) == 4 and set(r["samples"]) <= set("ABCD") for r in recs)
+    assert sum(r["certain"] for r in recs) == 5  # the lower-entropy half
+    meta = json.loads((tmp_path / "m_uncertain.meta.json").read_text())
+    assert "letter_samples" in meta["config"]
+    summary = evaluate_main("mmlu", eval_args(tiny_model_dir, tmp_path, "--num_samples", "3"))
+    assert "ap_neg_entropy" in summary

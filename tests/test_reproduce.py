@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from rtuning.reproduce import pretrain_threshold
+from rtuning.reproduce import limit_for, parse_args, pretrain_threshold
 
 
 def test_pretrain_threshold_separates_training_answers():
@@ -12,6 +12,14 @@ def test_pretrain_threshold_separates_training_answers():
     assert pretrain_threshold(recs) == 0.2  # refuse <= 0.2: all five decisions right
     assert pretrain_threshold([{"confidence": 0.9, "correct": 0}]) == 0.9
     assert pretrain_threshold([]) == 0.5
+
+
+def test_limits_per_dataset():
+    a = parse_args(["--limit", "pararel=1200,mmlu=300", "--test_limit", "500"])
+    assert (limit_for(a.limit, "pararel"), limit_for(a.limit, "mmlu"), limit_for(a.limit, "fever")) == (1200, 300, None)
+    assert limit_for(a.test_limit, "mmlu") == 500 and limit_for(None, "mmlu") is None
+    with pytest.raises(SystemExit):
+        parse_args(["--limit", "pararel=many"])
 
 
 @pytest.mark.slow
