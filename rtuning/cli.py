@@ -6,6 +6,7 @@ import argparse
 import hashlib
 import json
 import os
+import random
 import sys
 import time
 from pathlib import Path
@@ -37,6 +38,9 @@ def base_parser(doc: str | None) -> argparse.ArgumentParser:
                    help=f"R-Tuning data folder (default: ${DATA_ENV} or dataset/)")
     p.add_argument("--result", default=None, help="name prefix of the output files")
     p.add_argument("--limit", type=int, default=None, help="only the first N questions (smoke runs)")
+    p.add_argument("--sample", type=int, default=None,
+                   help="a random N questions (drawn with --seed, kept in file order): a reduced run that "
+                        "still covers every relation/subject, where the files' first N cover only a few")
     p.add_argument("--batch_size", type=int, default=None,
                    help="questions per batch (default: Engine.suggest_batch_size's rule from the prompts' "
                         "length, the device and its free memory: 64 at most on CPU, 256 on GPU)")
@@ -75,6 +79,12 @@ class Setup:
 
         self.task = task
         examples = task.load(args.data_dir, split)
+        if args.sample is not None:
+            if args.limit is not None:
+                raise DataError("--sample and --limit both choose questions; pass one of them")
+            if args.sample < len(examples):
+                keep = sorted(random.Random(args.seed).sample(range(len(examples)), args.sample))
+                examples = [examples[i] for i in keep]
         self.examples = examples[: args.limit] if args.limit is not None else examples
         self.spec = spec = resolve_model(args.model)
         # Shots shape the answer format of open questions; letter scoring needs none.
@@ -137,7 +147,7 @@ class Setup:
                 # the engine's arithmetic (prefix sharing, row dropping) changes the last bits and
                 # the sampled answers: never resume one engine's records with another's
                 "engine_version": 2,
-                "limit": args.limit, "seed": args.seed, "num_shots": self.num_shots, "match": args.match,
+                "limit": args.limit, "sample": args.sample, "seed": args.seed, "num_shots": self.num_shots, "match": args.match,
                 "dtype": self.info["dtype"], "max_prompt_tokens": self.max_prompt_tokens, **extra}
 
     def store(self, stem_records: Path, stem_meta: Path, config: dict, overwrite: bool, info_args) -> RunStore:

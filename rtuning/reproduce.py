@@ -61,10 +61,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--data_dir", default=default_data_dir())
     p.add_argument("--out", default="runs/study")
     p.add_argument("--limit", type=per_dataset, default=None,
-                   help="training questions per dataset: N, or per dataset as pararel=1200,mmlu=300")
+                   help="training questions per dataset, a random sample (--seed) that covers every relation or "
+                        "subject: N, or per dataset as pararel=1200,mmlu=300")
     p.add_argument("--test_limit", type=per_dataset, default=None,
                    help="questions per test set: N, or per training dataset as pararel=1000,mmlu=500")
-    p.add_argument("--refusal_limit", type=int, default=None, help="questions per unanswerable/answerable set")
+    p.add_argument("--refusal_limit", type=int, default=None,
+                   help="questions per unanswerable/answerable set (a random sample, as --limit)")
     p.add_argument("--refusal_for", default=None,
                    help="training datasets whose tuned models are also evaluated on the unanswerable sets "
                         "(comma-separated; default: all)")
@@ -117,7 +119,7 @@ class Study:
         task = mmlu_training_task() if dataset == "mmlu" else get_task(dataset)
         out = self.out / "data"
         n = limit_for(a.limit, dataset)
-        limit = ["--limit", str(n)] if n else []
+        limit = ["--sample", str(n)] if n else []
         base = ["--model", a.model, "--output_dir", str(out), "--result", dataset, *limit, *self.common]
         files = {}
         self.step(f"probe {dataset}", lambda: probe_main(task, [*base, "--method", "unsure"]))
@@ -168,7 +170,7 @@ class Study:
         args = ["--model", model, "--domain", domain, "--output_dir", str(self.out / "eval"),
                 "--result", f"{label}_{dataset}", *self.common, *extra]
         if limit:
-            args += ["--limit", str(limit)]
+            args += ["--sample", str(limit)]
         summary = self.step(f"evaluate {label} on {dataset} {domain}", lambda: evaluate_main(dataset, args))
         return {"model": label, "dataset": dataset, "domain": domain, **summary}
 

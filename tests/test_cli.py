@@ -198,3 +198,18 @@ def test_multiple_choice_uncertain_probe_and_vanilla_c(env_data, tiny_model_dir,
     assert "letter_samples" in meta["config"]
     summary = evaluate_main("mmlu", eval_args(tiny_model_dir, tmp_path, "--num_samples", "3"))
     assert "ap_neg_entropy" in summary
+
+
+def test_sample_draws_a_seeded_subset_across_the_file(env_data, tiny_model_dir, tmp_path, capsys):
+    args = ["--model", str(tiny_model_dir), "--output_dir", str(tmp_path), "--num_shots", "1", "--batch_size", "4",
+            "--sample", "8", "--result", "s"]
+    evaluate_main("pararel", [*args, "--domain", "OOD"])
+    indices = [json.loads(l)["index"] for l in (tmp_path / "s_OOD.jsonl").read_text().splitlines()]
+    assert len(indices) == 8 and indices == sorted(indices) and indices[-1] > 1000  # spread over the file
+    meta = json.loads((tmp_path / "s_OOD.meta.json").read_text())
+    assert meta["config"]["sample"] == 8
+    evaluate_main("pararel", [*args, "--domain", "OOD", "--result", "t"])
+    assert (tmp_path / "t_OOD.jsonl").read_text() == (tmp_path / "s_OOD.jsonl").read_text()
+    with pytest.raises(SystemExit):
+        evaluate_main("pararel", [*args, "--limit", "3", "--result", "u"])
+    assert "--sample and --limit" in capsys.readouterr().err
