@@ -59,34 +59,89 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
 
 
+def _records(row: dict | None) -> list[dict]:
+    path = Path(row["records_file"]) if row and row.get("records_file") else None
+    return read_jsonl(path) if path and path.is_file() else []
+
+
+def _verdict(test: dict | None, point_better: bool) -> str:
+    """From a paired bootstrap of (claimed better) - (other): its 95% interval decides."""
+    if test is None:
+        return "supported (point estimate only)" if point_better else "not supported (point estimate only)"
+    if test["low"] > 0:
+        return "supported"
+    if test["high"] < 0:
+        return "contradicted"
+    return "inconclusive"
+
+
+def _ci(test: dict | None, scale: float = 100.0, unit: str = "") -> str:
+    if test is None:
+        return ""
+    return f"; difference {scale * test['diff']:+.2f}{unit}, 95% CI [{scale * test['low']:+.2f}, {scale * test['high']:+.2f}]"
+
+
+def _paired(a_row: dict | None, b_row: dict | None, fields, metric) -> dict | None:
+    """Paired bootstrap of metric(a) - metric(b) over the questions both rows answered."""
+    from .metrics import paired_bootstrap_diff
+
+    ra, rb = _records(a_row), _records(b_row)
+    if not ra or [r["index"] for r in ra] != [r["index"] for r in rb]:
+        return None
+    ya, sa = fields(ra)
+    yb, sb = fields(rb)
+    return paired_bootstrap_diff(ya, sa, yb, sb, metric=metric, resamples=1000, seed=0)
+
+
 def claims(study: dict, ap: dict) -> list[list[str]]:
-    """The paper's claims, checked against this run's numbers."""
+    """The paper's claims, checked against this run's numbers (paired bootstrap, 1,000 resamples)."""
+    from .metrics import average_precision, expected_calibration_error, mixed_score
+
+    rows = {(r["method"], r["dataset"], r["domain"]): r for r in study["results"]}
+    mixed = lambda recs: ([r["correct"] for r in recs], mixed_score([r["answer_conf"] for r in recs],
+                                                                    [r["sure_prob"] for r in recs]))
+    sure = lambda recs: ([r["correct"] for r in recs], [r["sure_prob"] for r in recs])
     out = []
     for (dataset, domain) in sorted({k for m in ap.values() for k in m}):
         r, v = ap.get("unsure", {}).get((dataset, domain)), ap.get("vanilla", {}).get((dataset, domain))
         if r is not None and v is not None:
-            out.append([f"R-Tuning AP above Vanilla ({dataset} {domain})", f"{pct(r)} vs {pct(v)}",
-                        "supported" if r > v else "not supported"])
+            t = _paired(rows.get(("unsure", dataset, domain)), rows.get(("vanilla", dataset, domain)), mixed,
+                        average_precision)
+            out.append([f"R-Tuning AP above Vanilla ({dataset} {domain})", f"{pct(r)} vs {pct(v)}{_ci(t)}",
+                        _verdict(t, r > v)])
         u = ap.get("uncertain", {}).get((dataset, domain))
         if r is not None and u is not None:
-            out.append([f"R-Tuning-U competitive with R-Tuning ({dataset} {domain})", f"{pct(u)} vs {pct(r)}",
-                        "supported" if u >= r - 0.02 else "not supported"])
+            t = _paired(rows.get(("uncertain", dataset, domain)), rows.get(("unsure", dataset, domain)), mixed,
+                        average_precision)
+            # competitive: not clearly worse (the interval reaches 2 points below or higher)
+            verdict = ("supported" if t["high"] > -0.02 else "not supported") if t else \
+                ("supported (point estimate only)" if u >= r - 0.02 else "not supported (point estimate only)")
+            out.append([f"R-Tuning-U competitive with R-Tuning ({dataset} {domain})",
+                        f"{pct(u)} vs {pct(r)}{_ci(t)}", verdict])
     refusal = {(x["method"], x["dataset"], x["domain"]): x for x in study["refusal"]}
+    refused = lambda recs: ([int(r["refused"]) for r in recs], [0.0] * len(recs))
+    rate = lambda y, s: float(np.mean(y))
     for s in sorted({x["dataset"] for x in study["refusal"]}):
-        r, v = refusal.get(("unsure", s, "unanswerable")), refusal.get(("vanilla", s, "unanswerable"))
-        if r and v:
-            out.append([f"Refusal transfers to unanswerable questions ({s})",
-                        f"{pct(r['refusal_rate'])} vs Vanilla {pct(v['refusal_rate'])}",
-                        "supported" if r["refusal_rate"] > v["refusal_rate"] else "not supported"])
-    for x in study["results"]:
-        if x["method"] != "unsure":
+        for method in ("unsure", "unknown"):
+            r, v = refusal.get((method, s, "unanswerable")), refusal.get(("vanilla", s, "unanswerable"))
+            if r and v:
+                t = _paired(r, v, refused, rate)
+                over = refusal.get((method, s, "answerable"))
+                extra = f"; over-refusal on answerable controls {pct(over['refusal_rate'])}" if over else ""
+                out.append([f"{label(method)} refuses unanswerable questions more than Vanilla ({s})",
+                            f"{pct(r['refusal_rate'])} vs {pct(v['refusal_rate'])}{_ci(t, unit=' points')}{extra}",
+                            _verdict(t, r["refusal_rate"] > v["refusal_rate"])])
+    ece = lambda y, p: expected_calibration_error(y, p)
+    for (method, dataset, domain), x in sorted(rows.items()):
+        v = rows.get(("vanilla", dataset, domain))
+        if method != "unsure" or not v or x.get("ece_sure_prob") is None or v.get("ece_sure_prob") is None:
             continue
-        v = next((y for y in study["results"] if y["method"] == "vanilla" and y["dataset"] == x["dataset"]
-                  and y["domain"] == x["domain"]), None)
-        if v and x.get("ece_sure_prob") is not None and v.get("ece_sure_prob") is not None:
-            out.append([f"Better calibrated than Vanilla, ECE of p(sure) ({x['dataset']} {x['domain']})",
-                        f"{x['ece_sure_prob']:.3f} vs {v['ece_sure_prob']:.3f}",
-                        "supported" if x["ece_sure_prob"] < v["ece_sure_prob"] else "not supported"])
+        t = _paired(v, x, sure, ece)  # positive: Vanilla's ECE is the larger one
+        out.append([f"R-Tuning's p(sure) better calibrated than Vanilla's, ECE ({dataset} {domain})",
+                    f"{x['ece_sure_prob']:.3f} vs {v['ece_sure_prob']:.3f}"
+                    + (f"; Vanilla minus R-Tuning {t['diff']:+.3f}, 95% CI [{t['low']:+.3f}, {t['high']:+.3f}]"
+                       if t else ""),
+                    _verdict(t, x["ece_sure_prob"] < v["ece_sure_prob"])])
     return out
 
 
@@ -134,6 +189,14 @@ def plots(study: dict, eval_dir: Path, img_dir: Path) -> list[str]:
     return made
 
 
+def _limit(value) -> str:
+    if not value:
+        return "all"
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {v:,}" for k, v in value.items()) + " (others: all)"
+    return f"{value:,}"
+
+
 def render(study: dict, page: Path) -> str:
     ap = ap_rows(study)
     cols = sorted({k for m in ap.values() for k in m})
@@ -174,9 +237,10 @@ def render(study: dict, page: Path) -> str:
 
 Generated by `python -m rtuning.report` from the study's JSON; every number traces to a
 per-question file under the study folder. Model: `{study['model']}`; datasets: {a['datasets']};
-training questions per dataset: {a['limit'] or 'all'}; test questions per set: {a['test_limit'] or 'all'};
-unanswerable/answerable questions per set: {a['refusal_limit'] or 'all'}; {a['epochs']} epoch(s), lr
-{a['learning_rate']}, batch {a['train_batch_size']}; seed {a['seed']}.
+training questions per dataset: {_limit(a['limit'])}; test questions per set: {_limit(a['test_limit'])};
+unanswerable/answerable questions per set: {_limit(a['refusal_limit'])} (reduced sets are random samples
+drawn with the seed); {a['epochs']} epoch(s), lr
+{a['learning_rate']}, batch {a['train_batch_size']}, fine-tuning precision {a.get('finetune_dtype', 'auto')}; seed {a['seed']}.
 
 ## AP (%) by method
 
@@ -208,6 +272,10 @@ stand-ins (see ../shared/R-Tuning-data/SOURCES.md), so compare directions, not v
 {paper_ref}
 
 ## The paper's claims, checked
+
+Each verdict comes from a paired bootstrap over the test questions (1,000 resamples, both
+models scored on the same draw): **supported** when the 95% interval of the difference lies
+above zero, **contradicted** when below, **inconclusive** when it contains zero.
 
 {checks}
 

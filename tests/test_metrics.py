@@ -64,3 +64,19 @@ def test_expected_calibration_error_hand_computed():
     assert expected_calibration_error([0, 1, 0], [0.2, 0.9, 0.9]) == pytest.approx(1 / 3 * 0.2 + 2 / 3 * 0.4)
     assert expected_calibration_error([1, 1], [1.0, 1.0]) == pytest.approx(0.0)
     assert expected_calibration_error([], []) is None
+
+
+def test_paired_bootstrap_separates_a_real_difference_from_noise():
+    from rtuning.metrics import paired_bootstrap_diff
+
+    rng = np.random.default_rng(1)
+    y = (rng.random(600) < 0.3).astype(int)
+    informative = y * 0.5 + rng.random(600)  # ranks right answers higher
+    noise = rng.random(600)
+    better = paired_bootstrap_diff(y, informative, y, noise, resamples=300)
+    assert better["diff"] == pytest.approx(average_precision(y, informative) - average_precision(y, noise))
+    assert 0 < better["low"] < better["diff"] < better["high"] and better["share_a_better"] == 1.0
+    same = paired_bootstrap_diff(y, noise, y, noise + 1e-12 * rng.random(600), resamples=300)
+    assert same["low"] <= 0 <= same["high"]
+    with pytest.raises(ValueError):
+        paired_bootstrap_diff(y, noise, y[:10], noise[:10])
