@@ -14,9 +14,9 @@ if [ ! -f "$DATA" ]; then
   python training/pararel/run_pararel.py --method unsure --limit 200 --output_dir /tmp/bench_train
   DATA=/tmp/bench_train/pararel_smollm2-135m_unsure.json
 fi
-python benchmarks/bench_eval.py --model smollm2-135m --limit 128 --batch_size 64 --repeat 3 --data_dir "$RTUNING_DATA_DIR" \
+python benchmarks/bench_eval.py --model smollm2-135m --limit 128 --repeat 3 --data_dir "$RTUNING_DATA_DIR" \
   $T --output "$OUT/eval_smollm2-135m$SUFFIX.json"
-python benchmarks/bench_probe.py --model smollm2-135m --limit 128 --batch_size 64 --repeat 3 --data_dir "$RTUNING_DATA_DIR" \
+python benchmarks/bench_probe.py --model smollm2-135m --limit 128 --repeat 3 --data_dir "$RTUNING_DATA_DIR" \
   $T --output "$OUT/probe_smollm2-135m$SUFFIX.json"
 python benchmarks/bench_finetune.py --model smollm2-135m --data "$DATA" --steps 10 --block_size 512 \
   $T --output "$OUT/finetune_smollm2-135m$SUFFIX.json"
