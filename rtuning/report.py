@@ -197,7 +197,7 @@ def _limit(value) -> str:
     return f"{value:,}"
 
 
-def render(study: dict, page: Path) -> str:
+def render(study: dict, page: Path, notes: str = "") -> str:
     ap = ap_rows(study)
     cols = sorted({k for m in ap.values() for k in m})
     ap_table = markdown_table(["method"] + [f"{d} {dom}" for d, dom in cols],
@@ -230,7 +230,12 @@ def render(study: dict, page: Path) -> str:
          for s, by in PAPER_REFUSAL.items() for m, v in by.items()])
     checks = markdown_table(["claim", "ours", "verdict"], claims(study, ap))
     images = plots(study, Path(study.get("out", ".")) / "eval", page.parent / "img")
-    steps = markdown_table(["step", "wall time (s)"], [[s["step"], f"{s['wall_time_s']:.1f}"] for s in study["steps"]])
+    work = lambda s: s.get("work_s", s["wall_time_s"])
+    steps = markdown_table(
+        ["step", "wall time (s), over every invocation", "in the last invocation (s)"],
+        [[s["step"] + (" (reused)" if s.get("reused") else ""), "-" if work(s) is None else f"{work(s):.1f}",
+          f"{s['wall_time_s']:.1f}"] for s in study["steps"]]
+        + [["**total**", f"{sum(work(s) or 0 for s in study['steps']):.0f}", f"{study['wall_time_s']:.0f}"]])
     hashes = "\n".join(f"- `{k}`: `{v[:16]}…`" for k, v in study["data_sha256"].items())
     a = study["args"]
     return f"""# Results: R-Tuning on {study['model']}
@@ -241,7 +246,7 @@ training questions per dataset: {_limit(a['limit'])}; test questions per set: {_
 unanswerable/answerable questions per set: {_limit(a['refusal_limit'])} (reduced sets are random samples
 drawn with the seed); {a['epochs']} epoch(s), lr
 {a['learning_rate']}, batch {a['train_batch_size']}, fine-tuning precision {a.get('finetune_dtype', 'auto')}; seed {a['seed']}.
-
+{notes}
 ## AP (%) by method
 
 {ap_table}
@@ -287,7 +292,8 @@ above zero, **contradicted** when below, **inconclusive** when it contains zero.
 
 - command: `{study['command']}`
 - commit: `{study['git_commit']}`
-- total wall time: {study['wall_time_s']:.0f} s; environment: {json.dumps(study['environment'])}
+- wall time of the last invocation: {study['wall_time_s']:.0f} s (the steps' own times, summed over every
+  invocation that worked on them, are in the table below); environment: {json.dumps(study['environment'])}
 - data files (SHA-256):
 {hashes}
 
@@ -299,12 +305,15 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("study", help="study.json written by python -m rtuning.reproduce")
     p.add_argument("--page", default="docs/results.md")
+    p.add_argument("--notes", default=None, help="a markdown file placed under the page's opening paragraph "
+                                                "(what the run's scale was and why, findings in words)")
     args = p.parse_args(argv)
     study = read_json(Path(args.study))
     study.setdefault("out", str(Path(args.study).parent))
     page = Path(args.page)
     page.parent.mkdir(parents=True, exist_ok=True)
-    page.write_text(render(study, page), encoding="utf-8")
+    notes = "\n" + Path(args.notes).read_text(encoding="utf-8").strip() + "\n" if args.notes else ""
+    page.write_text(render(study, page, notes), encoding="utf-8")
     summary = {"model": study["model"], "commit": study["git_commit"], "ap": {
         f"{m}|{d}|{dom}": v for m, cells in ap_rows(study).items() for (d, dom), v in cells.items()},
         "refusal": {f"{r['method']}|{r['dataset']}|{r['domain']}": r["refusal_rate"] for r in study["refusal"]}}

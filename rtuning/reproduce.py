@@ -101,11 +101,17 @@ class Study:
             self.common += ["--batch_size", str(args.batch_size)]
 
     def step(self, name: str, fn):
-        """Run one step, timing it; steps resume on their own (their outputs record settings)."""
+        """Run one step, timing it; steps resume on their own (their outputs record settings).
+
+        wall_time_s is this invocation's time; work_s the step's whole time over every
+        invocation that worked on it (as its outputs record it), so a resumed study still
+        reports what each step cost."""
         print(f"== {name}", file=sys.stderr, flush=True)
         t0 = time.time()
         result = fn()
-        self.steps.append({"step": name, "wall_time_s": round(time.time() - t0, 2)})
+        wall = round(time.time() - t0, 2)
+        work = result.get("wall_time_s") if isinstance(result, dict) else None
+        self.steps.append({"step": name, "wall_time_s": wall, "work_s": round(work if work is not None else wall, 2)})
         return result
 
     # -- training data -----------------------------------------------------------------
@@ -149,13 +155,18 @@ class Study:
                  "--per_device_train_batch_size", str(a.train_batch_size), "--seed", str(a.seed),
                  "--dtype", a.finetune_dtype]
         key = hashlib.sha256(json.dumps([flags, file_sha256(data)]).encode()).hexdigest()
-        marker = target / "study_key.txt"
+        marker, timing = target / "study_key.txt", target / "study_time.json"
+        name = f"fine-tune {dataset} {method}"
         if marker.is_file() and marker.read_text() == key:
-            print(f"== fine-tune {dataset} {method}: done before, skipped", file=sys.stderr)
+            print(f"== {name}: done before, skipped", file=sys.stderr)
+            self.steps.append({"step": name, "wall_time_s": 0.0, "work_s": _finetune_time(target, timing),
+                               "reused": True})
             return target
 
         def run():
+            t0 = time.time()
             subprocess.run(["bash", str(REPO_ROOT / "finetune" / "run_finetune.sh"), *flags], check=True)
+            write_json(timing, {"wall_time_s": round(time.time() - t0, 2)})
             marker.write_text(key)
 
         self.step(f"fine-tune {dataset} {method}", run)
@@ -217,6 +228,18 @@ class Study:
         write_json(self.out / "study.json", study)
         print(f"study written to {self.out / 'study.json'}", file=sys.stderr)
         return study
+
+
+def _finetune_time(target: Path, timing: Path) -> float | None:
+    """A finished fine-tune's wall time: as the study recorded it, else the trainer's runtime."""
+    if timing.is_file():
+        return read_json(timing)["wall_time_s"]
+    log = target / "training_log.json"
+    if log.is_file():
+        entries = [e for e in read_json(log) if "train_runtime" in e]
+        if entries:
+            return round(entries[-1]["train_runtime"], 2)
+    return None
 
 
 def pretrain_threshold(train_records: list[dict]) -> float:

@@ -41,7 +41,10 @@ def test_quick_study_and_report(tiny_model_dir, data_dir, tmp_path, monkeypatch)
     assert len(study["refusal"]) == 5 * 2
     # a rerun reuses every finished step: fine-tunes are skipped
     again = reproduce(args)
-    assert not any(s["step"].startswith("fine-tune") for s in again["steps"])
+    tunes = [s for s in again["steps"] if s["step"].startswith("fine-tune")]
+    assert len(tunes) == 4 and all(s["reused"] and s["wall_time_s"] == 0 and s["work_s"] > 0 for s in tunes)
+    first = {s["step"]: s for s in study["steps"]}
+    assert all(s["work_s"] == first[s["step"]]["work_s"] for s in tunes)  # the first run's time, kept
     page = tmp_path / "docs" / "results.md"
     report([str(out / "study.json"), "--page", str(page)])
     text = page.read_text()
