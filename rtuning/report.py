@@ -220,6 +220,12 @@ def render(study: dict, page: Path, notes: str = "") -> str:
         [[label(m)] + [f"{pct(refusal_idx.get((m, s, 'unanswerable'), {}).get('refusal_rate'))} / "
                        f"{pct(refusal_idx.get((m, s, 'answerable'), {}).get('refusal_rate'))}" for s in sets]
          for m in methods])
+    how = markdown_table(
+        ["model", "set", "questions", "n", "refused%", "by p(sure) < 0.5 %", "by a refusal phrase %", "mean p(sure)"],
+        [[label(r["method"]), r["dataset"], r["domain"], str(r["n"]), pct(r.get("refusal_rate")),
+          pct(r.get("refused_by_unsure")), pct(r.get("refused_by_phrase")),
+          "-" if r.get("mean_sure_prob") is None else f"{r['mean_sure_prob']:.3f}"]
+         for r in sorted(study["refusal"], key=lambda r: (ORDER.index(r["method"]), r["dataset"], r["domain"]))])
     paper = markdown_table(
         ["paper model", "data", "domain", "paper Vanilla", "paper R-Tuning", "ours Vanilla", "ours R-Tuning"],
         [[m, d, dom, f"{v:.2f}", f"{r:.2f}", pct(ap.get("vanilla", {}).get((d, dom))),
@@ -266,6 +272,11 @@ Pretrain-T ranks by the base model's answer confidence alone; Vanilla-C by the e
 ## Refusal on unanswerable questions (and over-refusal on their answerable controls)
 
 {refusal}
+
+A question counts as refused when the model's p(sure) after its answer is below 0.5 or its
+answer contains a refusal phrase (the 16 R-Tuning-R phrases and close variants):
+
+{how}
 
 ## The paper's numbers beside ours
 

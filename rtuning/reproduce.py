@@ -19,6 +19,7 @@ import argparse
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -78,6 +79,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--finetune_dtype", default="auto", choices=("auto", "bf16", "fp16", "fp32"),
                    help="fine-tuning precision (auto: bf16 on a GPU that has it, else fp32); "
                         "bf16 autocast also runs on CPUs with AVX512-BF16/AMX, about 1.5x faster there")
+    p.add_argument("--checkpoint_steps", type=int, default=200,
+                   help="fine-tunes write a checkpoint every N steps and a rerun continues from it (0: never); "
+                        "the checkpoints go once the model is saved")
     p.add_argument("--batch_size", type=int, default=None,
                    help="inference batch size (default: the engine's rule, see Engine.suggest_batch_size)")
     p.add_argument("--seed", type=int, default=42)
@@ -163,11 +167,21 @@ class Study:
                                "reused": True})
             return target
 
+        # checkpoints change nothing in the result (resumed training repeats the same steps), so
+        # they are not part of the key: a killed study continues a fine-tune where it stopped
+        resume = ["--save_steps", str(a.checkpoint_steps), "--save_total_limit", "1",
+                  "--resume_from_checkpoint"] if a.checkpoint_steps > 0 else []
+
         def run():
             t0 = time.time()
-            subprocess.run(["bash", str(REPO_ROOT / "finetune" / "run_finetune.sh"), *flags], check=True)
-            write_json(timing, {"wall_time_s": round(time.time() - t0, 2)})
+            subprocess.run(["bash", str(REPO_ROOT / "finetune" / "run_finetune.sh"), *flags, *resume], check=True)
+            # (a fine-tune resumed from a checkpoint records the last invocation's time only)
+            record = {"wall_time_s": round(time.time() - t0, 2)}
+            write_json(timing, record)
             marker.write_text(key)
+            for checkpoint in target.glob("checkpoint-*"):
+                shutil.rmtree(checkpoint, ignore_errors=True)
+            return record
 
         self.step(f"fine-tune {dataset} {method}", run)
         return target

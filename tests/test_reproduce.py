@@ -30,7 +30,8 @@ def test_quick_study_and_report(tiny_model_dir, data_dir, tmp_path, monkeypatch)
     monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
     out = tmp_path / "study"
     args = ["--model", str(tiny_model_dir), "--quick", "--data_dir", str(data_dir), "--out", str(out),
-            "--limit", "6", "--test_limit", "4", "--refusal_limit", "3", "--refusal_sets", "nec"]
+            "--limit", "6", "--test_limit", "4", "--refusal_limit", "3", "--refusal_sets", "nec",
+            "--checkpoint_steps", "1"]
     study = reproduce(args)
     methods = {r["method"] for r in study["results"]}
     assert methods == {"base", "vanilla", "unsure", "uncertain", "unknown"}
@@ -39,6 +40,10 @@ def test_quick_study_and_report(tiny_model_dir, data_dir, tmp_path, monkeypatch)
     assert "ap_neg_entropy" in vanilla  # Vanilla-C
     assert "pretrain_t_threshold" in next(r for r in study["results"] if r["method"] == "base")
     assert len(study["refusal"]) == 5 * 2
+    models = out / "models"
+    assert sorted(p.name for p in models.iterdir()) == ["pararel_uncertain", "pararel_unknown", "pararel_unsure",
+                                                         "pararel_vanilla"]
+    assert not list(models.glob("*/checkpoint-*"))  # written during training, removed once the model is saved
     # a rerun reuses every finished step: fine-tunes are skipped
     again = reproduce(args)
     tunes = [s for s in again["steps"] if s["step"].startswith("fine-tune")]
