@@ -107,19 +107,44 @@ class TaskRunner:
         return self.engine.sure_probability(self.engine.encode(texts), cache)
 
 
-def plan_batches(lengths: Sequence[int], batch_size: int, max_batch_tokens: int | None = None) -> list[list[int]]:
-    """Length-sorted batches (longest first, so memory trouble shows at once) of at most
-    batch_size items and, with max_batch_tokens, at most that many padded tokens."""
-    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+def _common_length(a: Sequence[int], b: Sequence[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+def plan_batches(seqs: Sequence[Sequence[int]], batch_size: int,
+                 max_batch_tokens: int | None = None) -> list[list[int]]:
+    """Batches of at most batch_size prompts and, with max_batch_tokens, at most that many
+    padded tokens (rows x longest row), the largest batch first so memory trouble shows at once.
+
+    Prompts that share a long prefix go together: the engine computes a prefix shared within a
+    batch once, so MMLU's five-shot prompt of a subject (~400 tokens) is paid once per batch
+    instead of once per question. The grouping prefix is the median length two prompts share
+    when sorted (the few-shot block where there is one; a few tokens where prompts only share
+    a template, so that long-context tasks stay sorted by length), and within a group prompts
+    are sorted longest first.
+    """
+    n = len(seqs)
+    lex = sorted(range(n), key=lambda i: seqs[i])
+    shared = sorted(_common_length(seqs[a], seqs[b]) for a, b in zip(lex, lex[1:]))
+    p = shared[len(shared) // 2] if shared else 0
+    order = sorted(range(n), key=lambda i: (seqs[i][:p], -len(seqs[i]), i))
     batches: list[list[int]] = []
+    width = 0
     for i in order:
         if batches:
             current = batches[-1]
-            width = lengths[current[0]]  # the longest, as sorted
-            if len(current) < batch_size and (max_batch_tokens is None or (len(current) + 1) * width <= max_batch_tokens):
+            w = max(width, len(seqs[i]))
+            if len(current) < batch_size and (max_batch_tokens is None or (len(current) + 1) * w <= max_batch_tokens):
                 current.append(i)
+                width = w
                 continue
         batches.append([i])
+        width = len(seqs[i])
+    batches.sort(key=lambda b: -len(b) * max(len(seqs[i]) for i in b))  # stable: ties keep their order
     return batches
 
 
@@ -133,8 +158,7 @@ def run_batches(examples: Sequence[Example], prompts: Sequence[str], tokenizer, 
     takes batches r, r + world, ... (the same batches a single process computes), and all
     processes wait for each other before the records are read back.
     """
-    lengths = [len(ids) for ids in tokenizer(list(prompts), add_special_tokens=True).input_ids]
-    plan = plan_batches(lengths, batch_size, max_batch_tokens)
+    plan = plan_batches(tokenizer(list(prompts), add_special_tokens=True).input_ids, batch_size, max_batch_tokens)
     mine = [(number, b) for number, b in enumerate(plan) if number % procs.world == procs.rank]
     total = sum(len(b) for _, b in mine)
     todo = [(number, [i for i in b if examples[i].index not in store.done]) for number, b in mine]
