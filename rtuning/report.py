@@ -252,7 +252,7 @@ training questions per dataset: {_limit(a['limit'])}; test questions per set: {_
 unanswerable/answerable questions per set: {_limit(a['refusal_limit'])} (reduced sets are random samples
 drawn with the seed); {a['epochs']} epoch(s), lr
 {a['learning_rate']}, batch {a['train_batch_size']}, fine-tuning precision {a.get('finetune_dtype', 'auto')}; seed {a['seed']}.
-{notes}
+{"" if study.get("complete", True) else chr(10) + "**This study stopped before its end** (study.json was written after its last finished evaluation): the tables hold what it finished." + chr(10)}{notes}
 ## AP (%) by method
 
 {ap_table}

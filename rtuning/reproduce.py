@@ -199,6 +199,26 @@ class Study:
         summary = self.step(f"evaluate {label} on {dataset} {domain}", lambda: evaluate_main(dataset, args))
         return {"model": label, "dataset": dataset, "domain": domain, **summary}
 
+    def write(self, rows, refusal_rows, thresholds, t0: float, complete: bool = False) -> dict:
+        """study.json as it stands: rewritten after every evaluation, so a study stopped part
+        way still has a report of what it finished ("complete" says whether it ran to the end)."""
+        from .tasks import get_task
+
+        a = self.args
+        datasets = [d for d in a.datasets.split(",") if d]
+        refusal_sets = [r for r in a.refusal_sets.split(",") if r]
+        study = {
+            "model": a.model, "args": vars(a), "command": " ".join([sys.executable, "-m", "rtuning.reproduce",
+                                                                    *sys.argv[1:]]),
+            "complete": complete,
+            "git_commit": git_commit(), "environment": environment(), "wall_time_s": round(time.time() - t0, 1),
+            "data_sha256": {d: file_sha256(get_task(d).path(a.data_dir, s)) for d in datasets + refusal_sets
+                            for s in get_task(d).files},
+            "pretrain_thresholds": thresholds, "results": rows, "refusal": refusal_rows, "steps": self.steps,
+        }
+        write_json(self.out / "study.json", study)
+        return study
+
     def run(self) -> dict:
         from .tasks import get_task
 
@@ -222,6 +242,7 @@ class Study:
                         row.update(pretrain_t(self.out / "eval" / f"base_{dataset}_{domain}.jsonl",
                                               thresholds[dataset]))
                     rows.append(row)
+                    self.write(rows, refusal_rows, thresholds, t0)
                 for refusal in [r for r in a.refusal_sets.split(",") if r]:
                     if label == "base" and dataset != datasets[0]:
                         continue  # the base model's refusal is the same whatever the training set
@@ -231,15 +252,8 @@ class Study:
                         row = self.evaluate(model, tag, refusal, domain, a.refusal_limit)
                         row["method"], row["trained_on"] = label, dataset
                         refusal_rows.append(row)
-        study = {
-            "model": a.model, "args": vars(a), "command": " ".join([sys.executable, "-m", "rtuning.reproduce",
-                                                                    *sys.argv[1:]]),
-            "git_commit": git_commit(), "environment": environment(), "wall_time_s": round(time.time() - t0, 1),
-            "data_sha256": {d: file_sha256(get_task(d).path(a.data_dir, s)) for d in datasets + [r for r in
-                            a.refusal_sets.split(",") if r] for s in get_task(d).files},
-            "pretrain_thresholds": thresholds, "results": rows, "refusal": refusal_rows, "steps": self.steps,
-        }
-        write_json(self.out / "study.json", study)
+                        self.write(rows, refusal_rows, thresholds, t0)
+        study = self.write(rows, refusal_rows, thresholds, t0, complete=True)
         print(f"study written to {self.out / 'study.json'}", file=sys.stderr)
         return study
 
