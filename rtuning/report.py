@@ -189,6 +189,18 @@ def plots(study: dict, eval_dir: Path, img_dir: Path) -> list[str]:
     return made
 
 
+def phrase_columns(row: dict) -> list[str]:
+    """Share of answers that are refusal phrases, and accuracy on the others (R-Tuning-R
+    declines in words; its p(sure)-based answer rate says nothing about that)."""
+    from .refusal import refusal_phrase
+
+    recs = _records(row)
+    if not recs:
+        return ["-", "-"]
+    kept = [r for r in recs if refusal_phrase(r["answer"]) is None]
+    return [pct(1 - len(kept) / len(recs)), pct(sum(r["correct"] for r in kept) / len(kept) if kept else None)]
+
+
 def _limit(value) -> str:
     if not value:
         return "all"
@@ -203,10 +215,12 @@ def render(study: dict, page: Path, notes: str = "") -> str:
     ap_table = markdown_table(["method"] + [f"{d} {dom}" for d, dom in cols],
                               [[label(m)] + [pct(ap[m].get(c)) for c in cols] for m in ORDER if m in ap])
     detail = markdown_table(
-        ["model", "dataset", "domain", "n", "acc%", "AP%", "AP(conf)%", "AP(sure)%", "answer%", "acc@ans%", "ECE"],
+        ["model", "dataset", "domain", "n", "acc%", "AP%", "AP(conf)%", "AP(sure)%", "answer%", "acc@ans%", "ECE",
+         "refusal phrase%", "acc without phrase%"],
         [[label(r["method"]), r["dataset"], r["domain"], str(r["n"]), pct(r["accuracy"]), pct(r["ap"]),
           pct(r["ap_answer_conf"]), pct(r["ap_sure_prob"]), pct(r["answer_rate"]), pct(r["accuracy_answered"]),
-          "-" if r.get("ece_sure_prob") is None else f"{r['ece_sure_prob']:.3f}"] for r in study["results"]])
+          "-" if r.get("ece_sure_prob") is None else f"{r['ece_sure_prob']:.3f}", *phrase_columns(r)]
+         for r in study["results"]])
     pt = [r for r in study["results"] if r["method"] == "base" and "pretrain_t_threshold" in r]
     pretrain = markdown_table(
         ["dataset", "domain", "threshold (train)", "answer%", "acc@ans%"],
@@ -242,7 +256,14 @@ def render(study: dict, page: Path, notes: str = "") -> str:
         [[s["step"] + (" (reused)" if s.get("reused") else ""), "-" if work(s) is None else f"{work(s):.1f}",
           f"{s['wall_time_s']:.1f}"] for s in study["steps"]]
         + [["**total**", f"{sum(work(s) or 0 for s in study['steps']):.0f}", f"{study['wall_time_s']:.0f}"]])
-    hashes = "\n".join(f"- `{k}`: `{v[:16]}…`" for k, v in study["data_sha256"].items())
+    # each evaluation recorded the hash of the file it read
+    used = {f"{r['dataset']} {r['domain']}": r["data_sha256"] for r in study["results"] + study["refusal"]
+            if r.get("data_sha256")}
+    for dataset in study["args"]["datasets"].split(","):  # and the probes, of the training files
+        meta = Path(study.get("out", ".")) / "data" / f"{dataset}_unsure.meta.json"
+        if meta.is_file():
+            used[f"{dataset} train"] = read_json(meta)["data_sha256"]
+    hashes = "\n".join(f"- `{k}`: `{v[:16]}…`" for k, v in sorted(used.items()))
     a = study["args"]
     return f"""# Results: R-Tuning on {study['model']}
 
@@ -266,6 +287,10 @@ Pretrain-T ranks by the base model's answer confidence alone; Vanilla-C by the e
 {pretrain}
 
 ## Every evaluation
+
+answer% and acc@ans% are at the sure/unsure decision (p(sure) > 0.5); ECE is that of p(sure)
+(15 bins); "refusal phrase%" is the share of answers that decline in words (counted wrong in
+acc%), "acc without phrase%" the accuracy on the others.
 
 {detail}
 

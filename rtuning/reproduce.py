@@ -212,7 +212,7 @@ class Study:
                                                                     *sys.argv[1:]]),
             "complete": complete,
             "git_commit": git_commit(), "environment": environment(), "wall_time_s": round(time.time() - t0, 1),
-            "data_sha256": {d: file_sha256(get_task(d).path(a.data_dir, s)) for d in datasets + refusal_sets
+            "data_sha256": {f"{d} {s}": file_sha256(get_task(d).path(a.data_dir, s)) for d in datasets + refusal_sets
                             for s in get_task(d).files},
             "pretrain_thresholds": thresholds, "results": rows, "refusal": refusal_rows, "steps": self.steps,
         }
