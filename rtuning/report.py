@@ -113,8 +113,10 @@ def claims(study: dict, ap: dict) -> list[list[str]]:
         if r is not None and u is not None:
             t = _paired(rows.get(("uncertain", dataset, domain)), rows.get(("unsure", dataset, domain)), mixed,
                         average_precision)
-            # competitive: not clearly worse (the interval reaches 2 points below or higher)
-            verdict = ("supported" if t["high"] > -0.02 else "not supported") if t else \
+            # competitive: shown to be at most 2 points worse (the interval's lower end above -2);
+            # clearly worse when even its upper end is below -2; otherwise undecided
+            verdict = ("supported" if t["low"] > -0.02 else "not supported" if t["high"] < -0.02 else
+                       "inconclusive") if t else \
                 ("supported (point estimate only)" if u >= r - 0.02 else "not supported (point estimate only)")
             out.append([f"R-Tuning-U competitive with R-Tuning ({dataset} {domain})",
                         f"{pct(u)} vs {pct(r)}{_ci(t)}", verdict])
@@ -209,7 +211,7 @@ def _limit(value) -> str:
     return f"{value:,}"
 
 
-def render(study: dict, page: Path, notes: str = "") -> str:
+def render(study: dict, page: Path, notes: str = "", checked: list[list[str]] | None = None) -> str:
     ap = ap_rows(study)
     cols = sorted({k for m in ap.values() for k in m})
     ap_table = markdown_table(["method"] + [f"{d} {dom}" for d, dom in cols],
@@ -248,7 +250,7 @@ def render(study: dict, page: Path, notes: str = "") -> str:
         ["set", "method", "paper (LLaMA-13B)", "ours"],
         [[s, label(m), f"{v:.2f}", pct(refusal_idx.get((m, s, "unanswerable"), {}).get("refusal_rate"))]
          for s, by in PAPER_REFUSAL.items() for m, v in by.items()])
-    checks = markdown_table(["claim", "ours", "verdict"], claims(study, ap))
+    checks = markdown_table(["claim", "ours", "verdict"], checked if checked is not None else claims(study, ap))
     images = plots(study, Path(study.get("out", ".")) / "eval", page.parent / "img")
     work = lambda s: s.get("work_s", s["wall_time_s"])
     steps = markdown_table(
@@ -316,7 +318,9 @@ stand-ins (see ../shared/R-Tuning-data/SOURCES.md), so compare directions, not v
 
 Each verdict comes from a paired bootstrap over the test questions (1,000 resamples, both
 models scored on the same draw): **supported** when the 95% interval of the difference lies
-above zero, **contradicted** when below, **inconclusive** when it contains zero.
+above zero, **contradicted** when below, **inconclusive** when it contains zero. "Competitive"
+(R-Tuning-U) is **supported** when the interval's lower end is above -2 AP points and **not
+supported** when its upper end is below -2.
 
 {checks}
 
@@ -349,8 +353,12 @@ def main(argv=None) -> None:
     page = Path(args.page)
     page.parent.mkdir(parents=True, exist_ok=True)
     notes = "\n" + Path(args.notes).read_text(encoding="utf-8").strip() + "\n" if args.notes else ""
-    page.write_text(render(study, page, notes), encoding="utf-8")
-    summary = {"model": study["model"], "commit": study["git_commit"], "ap": {
+    checked = claims(study, ap_rows(study))
+    page.write_text(render(study, page, notes, checked), encoding="utf-8")
+    summary = {"model": study["model"], "commit": study["git_commit"], "complete": study.get("complete", True),
+               "limits": {k: study["args"].get(k) for k in ("limit", "test_limit", "refusal_limit")},
+               "n": {f"{r['method']}|{r['dataset']}|{r['domain']}": r["n"] for r in study["results"] + study["refusal"]},
+               "claims": [dict(zip(("claim", "ours", "verdict"), c)) for c in checked], "ap": {
         f"{m}|{d}|{dom}": v for m, cells in ap_rows(study).items() for (d, dom), v in cells.items()},
         "refusal": {f"{r['method']}|{r['dataset']}|{r['domain']}": r["refusal_rate"] for r in study["refusal"]}}
     write_json(page.with_suffix(".json"), summary)
