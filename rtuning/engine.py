@@ -88,7 +88,8 @@ def sure_prompt(prompt: str, answer: str, sep: str = " ") -> str:
     return f"{prompt}{sep}{answer}.{SURE_QUESTION} I am"
 
 
-def _common_length(a, b) -> int:
+def common_prefix_length(a, b) -> int:
+    """How many leading items two sequences share."""
     n = 0
     for x, y in zip(a, b):
         if x != y:
@@ -251,7 +252,7 @@ class Engine:
         best, best_score = (), 0
         if n >= 2:
             order = sorted(seqs)
-            common = [min(_common_length(a, b), len(a) - 1, len(b) - 1) for a, b in zip(order, order[1:])]
+            common = [min(common_prefix_length(a, b), len(a) - 1, len(b) - 1) for a, b in zip(order, order[1:])]
             for k in sorted(set(common), reverse=True):
                 if k < self.MIN_SHARED_PREFIX or k * n <= best_score:
                     break
@@ -320,7 +321,7 @@ class Engine:
         chunks, current, size, prev = [], [], 0, None
         for r in order:
             s = seqs[r]
-            start = max(used[r], _common_length(prev, s) if prev is not None and current else 0)
+            start = max(used[r], common_prefix_length(prev, s) if prev is not None and current else 0)
             cost = len(s) - min(start, len(s) - 1)
             if current and size + cost > self.PACK_TOKENS:
                 chunks.append(current)
@@ -478,7 +479,7 @@ class Engine:
         for row, (full, prompt, ans) in enumerate(zip(seqs, pc.prompts, answers)):
             if len(full) > len(prompt) and full[: len(prompt)] == prompt:
                 # the cached answer tokens that this sure prompt really starts with
-                k = min(_common_length(full[len(prompt):], ans), len(full) - len(prompt) - 1)
+                k = min(common_prefix_length(full[len(prompt):], ans), len(full) - len(prompt) - 1)
                 suffixes.append(full[len(prompt) + k:])
                 used.append(k)
             else:  # the tokenizer merged across the prompt boundary: score this row in full

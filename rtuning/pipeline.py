@@ -10,7 +10,7 @@ from typing import Callable, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from .engine import Engine, Sampling, continuation_token, sure_prompt
+from .engine import Engine, Sampling, common_prefix_length, continuation_token, sure_prompt
 from .matching import MATCHERS
 from .metrics import answer_entropy
 from .distributed import Processes
@@ -107,14 +107,6 @@ class TaskRunner:
         return self.engine.sure_probability(self.engine.encode(texts), cache)
 
 
-def _common_length(a: Sequence[int], b: Sequence[int]) -> int:
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
-
-
 def plan_batches(seqs: Sequence[Sequence[int]], batch_size: int,
                  max_batch_tokens: int | None = None) -> list[list[int]]:
     """Batches of at most batch_size prompts and, with max_batch_tokens, at most that many
@@ -129,7 +121,7 @@ def plan_batches(seqs: Sequence[Sequence[int]], batch_size: int,
     """
     n = len(seqs)
     lex = sorted(range(n), key=lambda i: seqs[i])
-    shared = sorted(_common_length(seqs[a], seqs[b]) for a, b in zip(lex, lex[1:]))
+    shared = sorted(common_prefix_length(seqs[a], seqs[b]) for a, b in zip(lex, lex[1:]))
     p = shared[len(shared) // 2] if shared else 0
     order = sorted(range(n), key=lambda i: (seqs[i][:p], -len(seqs[i]), i))
     batches: list[list[int]] = []

@@ -65,3 +65,20 @@ def test_shuffle_is_fixed_by_the_seed_and_format_is_lmflow():
 def test_unknown_method_name_is_rejected():
     with pytest.raises(ValueError, match="unknown method"):
         training_texts(PARAREL, examples(), records([1, 0, 1, 0]), "bogus", seed=0)
+
+
+def test_batch_plan_groups_shared_prefixes_and_respects_caps():
+    from rtuning.pipeline import plan_batches
+
+    shots_a, shots_b = list(range(100, 140)), list(range(200, 240))  # two subjects' few-shot blocks
+    seqs = [(shots_a if i % 2 else shots_b) + [i] * (1 + i % 5) for i in range(12)]
+    plan = plan_batches(seqs, batch_size=6)
+    assert sorted(i for b in plan for i in b) == list(range(12))
+    assert all(len({tuple(seqs[i][:40]) for i in b}) == 1 for b in plan)  # one subject per batch
+    for b in plan:  # longest first within a group
+        assert [len(seqs[i]) for i in b] == sorted((len(seqs[i]) for i in b), reverse=True)
+    capped = plan_batches(seqs, batch_size=6, max_batch_tokens=3 * 45)
+    assert all(len(b) * max(len(seqs[i]) for i in b) <= 3 * 45 for b in capped)
+    # no shared block: plain longest-first order, as before
+    plain = plan_batches([[i] * n for i, n in enumerate([3, 9, 5, 7])], batch_size=2)
+    assert plain == [[1, 3], [2, 0]]
