@@ -82,6 +82,8 @@ class Setup:
         if args.sample is not None:
             if args.limit is not None:
                 raise DataError("--sample and --limit both choose questions; pass one of them")
+            if args.sample < 1:
+                raise DataError(f"--sample {args.sample}: pass a number of questions, 1 or more")
             if args.sample < len(examples):
                 keep = sorted(random.Random(args.seed).sample(range(len(examples)), args.sample))
                 examples = [examples[i] for i in keep]

@@ -35,14 +35,19 @@ QUICK = {"limit": 40, "test_limit": 40, "refusal_limit": 40, "num_try": 3, "vani
 
 def per_dataset(value: str) -> int | dict[str, int]:
     """A limit for every dataset ("300") or per dataset ("pararel=1200,mmlu=300")."""
+    def count(n: str) -> int:
+        if not n.strip().isdigit() or int(n) < 1:
+            raise argparse.ArgumentTypeError(f"{value!r}: expected N >= 1 or dataset=N,dataset=N")
+        return int(n)
+
     if "=" not in value:
-        return int(value)
+        return count(value)
     out = {}
     for part in value.split(","):
         name, _, n = part.partition("=")
-        if not name.strip() or not n.strip().isdigit():
-            raise argparse.ArgumentTypeError(f"{value!r}: expected N or dataset=N,dataset=N")
-        out[name.strip()] = int(n)
+        if not name.strip():
+            raise argparse.ArgumentTypeError(f"{value!r}: expected N >= 1 or dataset=N,dataset=N")
+        out[name.strip()] = count(n)
     return out
 
 

@@ -213,3 +213,6 @@ def test_sample_draws_a_seeded_subset_across_the_file(env_data, tiny_model_dir, 
     with pytest.raises(SystemExit):
         evaluate_main("pararel", [*args, "--limit", "3", "--result", "u"])
     assert "--sample and --limit" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        evaluate_main("pararel", [*args[:-4], "--sample", "0", "--result", "v"])
+    assert "--sample 0: pass a number of questions" in capsys.readouterr().err

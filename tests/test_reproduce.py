@@ -18,8 +18,9 @@ def test_limits_per_dataset():
     a = parse_args(["--limit", "pararel=1200,mmlu=300", "--test_limit", "500"])
     assert (limit_for(a.limit, "pararel"), limit_for(a.limit, "mmlu"), limit_for(a.limit, "fever")) == (1200, 300, None)
     assert limit_for(a.test_limit, "mmlu") == 500 and limit_for(None, "mmlu") is None
-    with pytest.raises(SystemExit):
-        parse_args(["--limit", "pararel=many"])
+    for bad in ("pararel=many", "0", "pararel=0", "=5"):
+        with pytest.raises(SystemExit):
+            parse_args(["--limit", bad])
 
 
 @pytest.mark.slow
