@@ -153,6 +153,31 @@ def _portable_adapter(folder: Path, base: str) -> None:
     path.write_text(json.dumps(config, indent=2))
 
 
+TIME_FILE = "rtuning_time.json"
+
+
+def _time_callback(t0: float, before: float):
+    """Writes the training time so far (earlier invocations included) into each checkpoint, so
+    a fine-tune resumed after a kill still reports what it cost in all."""
+    from transformers import TrainerCallback
+
+    class TrainingTime(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if state.is_world_process_zero and folder.is_dir():
+                write_json(folder / TIME_FILE, {"train_time_s": round(before + time.time() - t0, 2)})
+
+    return TrainingTime()
+
+
+def time_before(checkpoint: str | None) -> float:
+    """Training time spent before `checkpoint` was written (0 without one or its record)."""
+    path = Path(checkpoint) / TIME_FILE if checkpoint else None
+    if path is None or not path.is_file():
+        return 0.0
+    return float(json.loads(path.read_text())["train_time_s"])
+
+
 def find_checkpoint(out: Path, wanted: str | None) -> str | None:
     """The checkpoint to resume from: an explicit path, the latest in `out`, or none."""
     if wanted is None:
@@ -275,10 +300,11 @@ def main(argv=None) -> dict:
         dataloader_num_workers=args.dataloader_num_workers,
         remove_unused_columns=False,
     )
-    trainer = Trainer(model=model, args=targs, train_dataset=dataset,
-                      data_collator=PadCollator(tokenizer.pad_token_id), processing_class=tokenizer)
     resume = find_checkpoint(out, args.resume_from_checkpoint)
-    t0 = time.time()
+    t0, before = time.time(), time_before(resume)
+    trainer = Trainer(model=model, args=targs, train_dataset=dataset,
+                      data_collator=PadCollator(tokenizer.pad_token_id), processing_class=tokenizer,
+                      callbacks=[_time_callback(t0, before)])
     result = trainer.train(resume_from_checkpoint=resume)
     wall = time.time() - t0
     if args.lora and args.merge_lora:
@@ -302,7 +328,10 @@ def main(argv=None) -> dict:
             "dtype": dtype, "world_size": trainer.args.world_size, "steps": trainer.state.global_step,
             "resumed_from": resume, "trainable_parameters": trainable,
             "train_loss": result.training_loss, "first_logged_loss": losses[0] if losses else None,
-            "last_logged_loss": losses[-1] if losses else None, "wall_time_s": round(wall, 2),
+            "last_logged_loss": losses[-1] if losses else None,
+            # training time over every invocation (a resumed run adds the time before its
+            # checkpoint); this_run_s is this invocation's alone
+            "wall_time_s": round(before + wall, 2), "this_run_s": round(wall, 2),
             "git_commit": git_commit(), "environment": environment(),
         }
         write_json(out / "finetune_args.json", info)

@@ -180,8 +180,11 @@ class Study:
         def run():
             t0 = time.time()
             subprocess.run(["bash", str(REPO_ROOT / "finetune" / "run_finetune.sh"), *flags, *resume], check=True)
-            # (a fine-tune resumed from a checkpoint records the last invocation's time only)
-            record = {"wall_time_s": round(time.time() - t0, 2)}
+            wall = time.time() - t0
+            # a fine-tune resumed from a checkpoint adds the training time before it
+            info = read_json(target / "finetune_args.json") if (target / "finetune_args.json").is_file() else {}
+            before = info.get("wall_time_s", 0) - info.get("this_run_s", info.get("wall_time_s", 0))
+            record = {"wall_time_s": round(before + wall, 2)}
             write_json(timing, record)
             marker.write_text(key)
             for checkpoint in target.glob("checkpoint-*"):

@@ -98,6 +98,8 @@ def test_killed_run_resumes_from_its_checkpoint(tiny_model_dir, tmp_path, monkey
         main([*common, "--output_model_path", str(tmp_path / "broken")])
     monkeypatch.setattr(Trainer, "training_step", real)
     assert [p.name for p in (tmp_path / "broken").glob("checkpoint-*")] == ["checkpoint-2"]
+    spent = json.loads((tmp_path / "broken" / "checkpoint-2" / "rtuning_time.json").read_text())["train_time_s"]
+    assert spent > 0
     done = {"n": 0}
 
     def counted(self, *a, **k):
@@ -109,6 +111,9 @@ def test_killed_run_resumes_from_its_checkpoint(tiny_model_dir, tmp_path, monkey
     assert resumed["resumed_from"].endswith("checkpoint-2")
     assert done["n"] == 4  # steps 3-6 only: steps 1-2 are not redone
     assert resumed["steps"] == whole["steps"] == 6
+    # the reported time covers both invocations: the killed one up to its checkpoint, and this one
+    assert resumed["wall_time_s"] == pytest.approx(spent + resumed["this_run_s"], abs=0.02)
+    assert whole["wall_time_s"] == whole["this_run_s"]
     log = lambda d: {h["step"]: h["loss"] for h in json.loads((tmp_path / d / "training_log.json").read_text())
                      if "loss" in h}
     before, after = log("whole"), log("broken")
