@@ -51,9 +51,14 @@ def per_dataset(value: str) -> int | dict[str, int]:
     return out
 
 
-def limit_for(value: int | dict | None, dataset: str) -> int | None:
-    """The limit of one dataset; a per-dataset value without this dataset means no limit."""
-    return value.get(dataset) if isinstance(value, dict) else value
+def limit_for(value: int | dict | None, dataset: str, domain: str | None = None) -> int | None:
+    """The limit of one dataset (or one of its test sets, "mmlu:OOD=2000", which comes first);
+    a per-dataset value that names neither means no limit."""
+    if not isinstance(value, dict):
+        return value
+    if domain is not None and f"{dataset}:{domain}" in value:
+        return value[f"{dataset}:{domain}"]
+    return value.get(dataset)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -70,7 +75,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="training questions per dataset, a random sample (--seed) that covers every relation or "
                         "subject: N, or per dataset as pararel=1200,mmlu=300")
     p.add_argument("--test_limit", type=per_dataset, default=None,
-                   help="questions per test set: N, or per training dataset as pararel=1000,mmlu=500")
+                   help="questions per test set: N, or per training dataset or test set as "
+                        "pararel=1000,mmlu:OOD=2000 (here MMLU's ID test set stays whole)")
     p.add_argument("--refusal_limit", type=int, default=None,
                    help="questions per unanswerable/answerable set (a random sample, as --limit)")
     p.add_argument("--refusal_for", default=None,
@@ -244,7 +250,7 @@ class Study:
                 tag = label if label == "base" else f"{dataset}_{label}"
                 for domain in get_task(dataset).domains:
                     extra = ["--num_samples", str(a.vanilla_c_samples)] if label == "vanilla" else []
-                    row = self.evaluate(model, tag, dataset, domain, limit_for(a.test_limit, dataset), extra)
+                    row = self.evaluate(model, tag, dataset, domain, limit_for(a.test_limit, dataset, domain), extra)
                     row["method"], row["trained_on"] = label, dataset
                     if label == "base":
                         row.update(pretrain_t(self.out / "eval" / f"base_{dataset}_{domain}.jsonl",

@@ -18,6 +18,9 @@ def test_limits_per_dataset():
     a = parse_args(["--limit", "pararel=1200,mmlu=300", "--test_limit", "500"])
     assert (limit_for(a.limit, "pararel"), limit_for(a.limit, "mmlu"), limit_for(a.limit, "fever")) == (1200, 300, None)
     assert limit_for(a.test_limit, "mmlu") == 500 and limit_for(None, "mmlu") is None
+    a = parse_args(["--test_limit", "pararel=1000,mmlu:OOD=2000"])  # one test set limited, the other whole
+    assert (limit_for(a.test_limit, "mmlu", "OOD"), limit_for(a.test_limit, "mmlu", "ID")) == (2000, None)
+    assert limit_for(a.test_limit, "pararel", "OOD") == 1000
     for bad in ("pararel=many", "0", "pararel=0", "=5"):
         with pytest.raises(SystemExit):
             parse_args(["--limit", bad])
