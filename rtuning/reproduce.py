@@ -99,6 +99,20 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--device", default="auto")
     p.add_argument("--quick", action="store_true", help=f"smoke preset: {QUICK}")
     args = p.parse_args(argv)
+    # a misspelt name must not silently mean "no limit"
+    from .tasks import DataError, get_task
+
+    for flag, value in (("--limit", args.limit), ("--test_limit", args.test_limit)):
+        for key in value if isinstance(value, dict) else ():
+            dataset, _, domain = key.partition(":")
+            try:
+                domains = get_task(dataset).domains
+            except DataError as e:
+                p.error(f"{flag} {key}: {e}")
+            if domain and flag == "--limit":
+                p.error(f"{flag} {key}: training questions are limited per dataset, not per test set")
+            if domain and domain not in domains:
+                p.error(f"{flag} {key}: {dataset} has the test sets {', '.join(domains)}")
     if args.quick:
         for k, v in QUICK.items():
             if getattr(args, k) in (None, p.get_default(k)):

@@ -24,6 +24,10 @@ def test_limits_per_dataset():
     for bad in ("pararel=many", "0", "pararel=0", "=5"):
         with pytest.raises(SystemExit):
             parse_args(["--limit", bad])
+    for flag, bad in (("--test_limit", "mmlu:ood=2000"), ("--test_limit", "mmmlu=100"), ("--limit", "pararell=5"),
+                      ("--limit", "mmlu:ID=5")):  # a misspelt name must not silently mean "no limit"
+        with pytest.raises(SystemExit):
+            parse_args([flag, bad])
 
 
 @pytest.mark.slow
