@@ -33,6 +33,13 @@ REFUSAL_SETS = ("selfaware", "falseqa", "nec")
 QUICK = {"limit": 40, "test_limit": 40, "refusal_limit": 40, "num_try": 3, "vanilla_c_samples": 3}
 
 
+def positive(value: str) -> int:
+    """N >= 1 (a 0 would otherwise read as "no limit" or "no samples")."""
+    if not value.strip().isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"{value!r}: expected a whole number >= 1")
+    return int(value)
+
+
 def per_dataset(value: str) -> int | dict[str, int]:
     """A limit for every dataset ("300") or per dataset ("pararel=1200,mmlu=300")."""
     def count(n: str) -> int:
@@ -77,13 +84,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--test_limit", type=per_dataset, default=None,
                    help="questions per test set: N, or per training dataset or test set as "
                         "pararel=1000,mmlu:OOD=2000 (here MMLU's ID test set stays whole)")
-    p.add_argument("--refusal_limit", type=int, default=None,
+    p.add_argument("--refusal_limit", type=positive, default=None,
                    help="questions per unanswerable/answerable set (a random sample, as --limit)")
     p.add_argument("--refusal_for", default=None,
                    help="training datasets whose tuned models are also evaluated on the unanswerable sets "
                         "(comma-separated; default: all)")
-    p.add_argument("--num_try", type=int, default=5, help="samples per question for R-Tuning-U")
-    p.add_argument("--vanilla_c_samples", type=int, default=5, help="test-time samples for Vanilla-C")
+    p.add_argument("--num_try", type=positive, default=5, help="samples per question for R-Tuning-U")
+    p.add_argument("--vanilla_c_samples", type=positive, default=5, help="test-time samples for Vanilla-C")
     p.add_argument("--epochs", type=float, default=1.0)
     p.add_argument("--learning_rate", type=float, default=2e-5)
     p.add_argument("--train_batch_size", type=int, default=4)

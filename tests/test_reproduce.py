@@ -14,7 +14,7 @@ def test_pretrain_threshold_separates_training_answers():
     assert pretrain_threshold([]) == 0.5
 
 
-def test_limits_per_dataset():
+def test_limits_per_dataset(capsys):
     a = parse_args(["--limit", "pararel=1200,mmlu=300", "--test_limit", "500"])
     assert (limit_for(a.limit, "pararel"), limit_for(a.limit, "mmlu"), limit_for(a.limit, "fever")) == (1200, 300, None)
     assert limit_for(a.test_limit, "mmlu") == 500 and limit_for(None, "mmlu") is None
@@ -28,6 +28,11 @@ def test_limits_per_dataset():
                       ("--limit", "mmlu:ID=5")):  # a misspelt name must not silently mean "no limit"
         with pytest.raises(SystemExit):
             parse_args([flag, bad])
+        assert f"{flag} {bad.partition('=')[0]}:" in capsys.readouterr().err
+    for flag in ("--refusal_limit", "--num_try", "--vanilla_c_samples"):  # 0 would mean "all" or "none"
+        with pytest.raises(SystemExit):
+            parse_args([flag, "0"])
+        assert "expected a whole number >= 1" in capsys.readouterr().err
 
 
 @pytest.mark.slow
