@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -266,6 +267,14 @@ def render(study: dict, page: Path, notes: str = "", checked: list[list[str]] | 
         if meta.is_file():
             used[f"{dataset} train"] = read_json(meta)["data_sha256"]
     hashes = "\n".join(f"- `{k}`: `{v[:16]}…`" for k, v in sorted(used.items()))
+    runs = study.get("invocations") or [{k: study.get(k) for k in ("command", "git_commit", "wall_time_s", "complete")}]
+    invocations = markdown_table(
+        ["#", "started (UTC)", "commit", "wall time (s)", "ran to the end", "command"],
+        [[str(i), r.get("started") or "-", f"`{(r.get('git_commit') or '-')[:12]}`",
+          "-" if r.get("wall_time_s") is None else f"{r['wall_time_s']:.0f}", "yes" if r.get("complete") else "no",
+          f"`{r.get('command')}`"] for i, r in enumerate(runs, 1)])
+    commits = Counter(r.get("git_commit") or "unknown" for r in study["results"] + study["refusal"])
+    per_commit = ", ".join(f"`{c[:12]}` {n}" for c, n in commits.most_common()) or "none"
     a = study["args"]
     return f"""# Results: R-Tuning on {study['model']}
 
@@ -330,10 +339,14 @@ supported** when its upper end is below -2.
 
 ## Provenance
 
-- command: `{study['command']}`
-- commit: `{study['git_commit']}`
-- wall time of the last invocation: {study['wall_time_s']:.0f} s (the steps' own times, summed over every
-  invocation that worked on them, are in the table below); environment: {json.dumps(study['environment'])}
+The study's invocations (a study resumes, so one may span several sittings; each
+finished step is reused by the next invocation):
+
+{invocations}
+
+Evaluations per commit (each evaluation records the code it finished under): {per_commit}.
+Environment of the last invocation: {json.dumps(study['environment'])}
+
 - data files (SHA-256):
 {hashes}
 
@@ -356,6 +369,8 @@ def main(argv=None) -> None:
     checked = claims(study, ap_rows(study))
     page.write_text(render(study, page, notes, checked), encoding="utf-8")
     summary = {"model": study["model"], "commit": study["git_commit"], "complete": study.get("complete", True),
+               "invocations": [{k: r.get(k) for k in ("started", "git_commit", "wall_time_s", "complete")}
+                               for r in study.get("invocations", [])],
                "limits": {k: study["args"].get(k) for k in ("limit", "test_limit", "refusal_limit")},
                "n": {f"{r['method']}|{r['dataset']}|{r['domain']}": r["n"] for r in study["results"] + study["refusal"]},
                "claims": [dict(zip(("claim", "ours", "verdict"), c)) for c in checked], "ap": {

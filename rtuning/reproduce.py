@@ -132,6 +132,8 @@ class Study:
         self.args = args
         self.out = Path(args.out)
         self.steps: list[dict] = []
+        self.started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        self.history = previous_invocations(self.out / "study.json")
         self.common = ["--data_dir", args.data_dir, "--seed", str(args.seed), "--device", args.device]
         if args.batch_size:
             self.common += ["--batch_size", str(args.batch_size)]
@@ -242,11 +244,14 @@ class Study:
         a = self.args
         datasets = [d for d in a.datasets.split(",") if d]
         refusal_sets = [r for r in a.refusal_sets.split(",") if r]
+        command = " ".join([sys.executable, "-m", "rtuning.reproduce", *sys.argv[1:]])
+        commit, wall = git_commit(), round(time.time() - t0, 1)
         study = {
-            "model": a.model, "args": vars(a), "command": " ".join([sys.executable, "-m", "rtuning.reproduce",
-                                                                    *sys.argv[1:]]),
-            "complete": complete,
-            "git_commit": git_commit(), "environment": environment(), "wall_time_s": round(time.time() - t0, 1),
+            "model": a.model, "args": vars(a), "command": command, "complete": complete,
+            "git_commit": commit, "environment": environment(), "wall_time_s": wall,
+            # a study spanning several sittings: each invocation's command, code and time
+            "invocations": [*self.history, {"started": self.started, "command": command, "git_commit": commit,
+                                            "wall_time_s": wall, "complete": complete}],
             "data_sha256": {f"{d} {s}": file_sha256(get_task(d).path(a.data_dir, s)) for d in datasets + refusal_sets
                             for s in get_task(d).files},
             "pretrain_thresholds": thresholds, "results": rows, "refusal": refusal_rows, "steps": self.steps,
@@ -291,6 +296,23 @@ class Study:
         study = self.write(rows, refusal_rows, thresholds, t0, complete=True)
         print(f"study written to {self.out / 'study.json'}", file=sys.stderr)
         return study
+
+
+def previous_invocations(path: Path) -> list[dict]:
+    """The invocations an earlier study.json in the same folder recorded (one entry for a
+    study.json written before invocations were kept), so a resumed study keeps its history."""
+    if not path.is_file():
+        return []
+    try:
+        old = read_json(path)
+    except (OSError, ValueError) as e:
+        print(f"warning: {path} is unreadable ({e}); its invocation history is not carried over", file=sys.stderr)
+        return []
+    if "invocations" in old:
+        return old["invocations"]
+    if "command" in old:
+        return [{"started": None, **{k: old.get(k) for k in ("command", "git_commit", "wall_time_s", "complete")}}]
+    return []
 
 
 def _finetune_time(target: Path, timing: Path) -> float | None:

@@ -63,6 +63,9 @@ def test_quick_study_and_report(tiny_model_dir, data_dir, tmp_path, monkeypatch)
     assert len(tunes) == 4 and all(s["reused"] and s["wall_time_s"] == 0 and s["work_s"] > 0 for s in tunes)
     first = {s["step"]: s for s in study["steps"]}
     assert all(s["work_s"] == first[s["step"]]["work_s"] for s in tunes)  # the first run's time, kept
+    # the study's history: both invocations, the first as it was recorded
+    assert [r["complete"] for r in again["invocations"]] == [True, True]
+    assert again["invocations"][0] == study["invocations"][0] and again["invocations"][0]["started"]
     page = tmp_path / "docs" / "results.md"
     report([str(out / "study.json"), "--page", str(page)])
     text = page.read_text()
@@ -72,3 +75,19 @@ def test_quick_study_and_report(tiny_model_dir, data_dir, tmp_path, monkeypatch)
     assert "refuses unanswerable questions more than Vanilla (nec)" in claims and "95% CI" in claims
     assert any(v in claims for v in ("| supported |", "| inconclusive |", "| contradicted |"))
     assert json.loads(page.with_suffix(".json").read_text())["model"] == str(tiny_model_dir)
+    provenance = text.split("## Provenance")[1]
+    assert provenance.count(f"`{again['git_commit'][:12]}`") >= 2 and "| 2 | 20" in provenance
+
+
+def test_history_of_a_study_written_before_invocations_were_kept(tmp_path, capsys):
+    from rtuning.reproduce import previous_invocations
+
+    path = tmp_path / "study.json"
+    assert previous_invocations(path) == []
+    path.write_text(json.dumps({"command": "python -m rtuning.reproduce --datasets pararel", "git_commit": "abc",
+                                "wall_time_s": 12.5, "complete": False, "results": []}))
+    assert previous_invocations(path) == [{"started": None, "command": "python -m rtuning.reproduce --datasets "
+                                           "pararel", "git_commit": "abc", "wall_time_s": 12.5, "complete": False}]
+    path.write_text('{"command": ')  # unreadable: warned about, the new study goes on
+    assert previous_invocations(path) == []
+    assert "study.json is unreadable" in capsys.readouterr().err
