@@ -61,6 +61,23 @@ def paired_bootstrap_diff(labels_a: Sequence[int], scores_a: Sequence[float], la
             "share_a_better": float((d > 0).mean()) if d.size else float("nan"), "resamples": int(d.size)}
 
 
+def bootstrap_rate_diff(a: Sequence[int], b: Sequence[int], resamples: int = 1000, seed: int = 0,
+                        level: float = 0.95) -> dict:
+    """mean(a) - mean(b) for two independent samples of 0/1 outcomes (different questions, e.g.
+    refusals on unanswerable questions and on their answerable controls), with a bootstrap
+    interval that resamples each sample on its own. Same keys as paired_bootstrap_diff."""
+    xa, xb = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if xa.ndim != 1 or xb.ndim != 1 or not xa.size or not xb.size:
+        raise ValueError("bootstrap_rate_diff needs two non-empty 1-D arrays")
+    rng = np.random.default_rng(seed)
+    d = (xa[rng.integers(0, xa.size, (resamples, xa.size))].mean(axis=1)
+         - xb[rng.integers(0, xb.size, (resamples, xb.size))].mean(axis=1))
+    tail = (1 - level) / 2
+    return {"diff": float(xa.mean() - xb.mean()), "low": float(np.quantile(d, tail)),
+            "high": float(np.quantile(d, 1 - tail)), "share_a_better": float((d > 0).mean()),
+            "resamples": resamples}
+
+
 def mixed_score(answer_conf: Sequence[float], sure_prob: Sequence[float], weight: float = 0.5) -> np.ndarray:
     """The paper's ranking score: weight * answer confidence + (1 - weight) * sure-probability."""
     return weight * np.asarray(answer_conf, dtype=np.float64) + (1 - weight) * np.asarray(sure_prob, dtype=np.float64)

@@ -96,7 +96,7 @@ def _paired(a_row: dict | None, b_row: dict | None, fields, metric) -> dict | No
 
 def claims(study: dict, ap: dict) -> list[list[str]]:
     """The paper's claims, checked against this run's numbers (paired bootstrap, 1,000 resamples)."""
-    from .metrics import average_precision, expected_calibration_error, mixed_score
+    from .metrics import average_precision, bootstrap_rate_diff, expected_calibration_error, mixed_score
 
     rows = {(r["method"], r["dataset"], r["domain"]): r for r in study["results"]}
     mixed = lambda recs: ([r["correct"] for r in recs], mixed_score([r["answer_conf"] for r in recs],
@@ -134,6 +134,15 @@ def claims(study: dict, ap: dict) -> list[list[str]]:
                 out.append([f"{label(method)} refuses unanswerable questions more than Vanilla ({s})",
                             f"{pct(r['refusal_rate'])} vs {pct(v['refusal_rate'])}{_ci(t, unit=' points')}{extra}",
                             _verdict(t, r["refusal_rate"] > v["refusal_rate"])])
+            # a skill, not a mood: it should decline the unanswerable questions more often than
+            # the answerable controls of the same set (different questions: an unpaired bootstrap)
+            ra, rc = _records(refusal.get((method, s, "unanswerable"))), _records(refusal.get((method, s, "answerable")))
+            if ra and rc:
+                t = bootstrap_rate_diff([int(x["refused"]) for x in ra], [int(x["refused"]) for x in rc])
+                out.append([f"{label(method)} refuses unanswerable questions more than the answerable controls ({s})",
+                            f"{100 * np.mean([x['refused'] for x in ra]):.2f} vs "
+                            f"{100 * np.mean([x['refused'] for x in rc]):.2f}{_ci(t, unit=' points')}",
+                            _verdict(t, t["diff"] > 0)])
     ece = lambda y, p: expected_calibration_error(y, p)
     for (method, dataset, domain), x in sorted(rows.items()):
         v = rows.get(("vanilla", dataset, domain))

@@ -80,3 +80,17 @@ def test_paired_bootstrap_separates_a_real_difference_from_noise():
     assert same["low"] <= 0 <= same["high"]
     with pytest.raises(ValueError):
         paired_bootstrap_diff(y, noise, y[:10], noise[:10])
+
+
+def test_unpaired_rate_bootstrap_matches_the_normal_interval():
+    from rtuning.metrics import bootstrap_rate_diff
+
+    a, b = [1] * 240 + [0] * 160, [1] * 120 + [0] * 180  # 60% of 400 vs 40% of 300
+    t = bootstrap_rate_diff(a, b, resamples=2000)
+    se = math.sqrt(0.6 * 0.4 / 400 + 0.4 * 0.6 / 300)
+    assert t["diff"] == pytest.approx(0.2)
+    assert t["low"] == pytest.approx(0.2 - 1.96 * se, abs=0.01) and t["high"] == pytest.approx(0.2 + 1.96 * se, abs=0.01)
+    same = bootstrap_rate_diff(a, list(reversed(a)), resamples=500)
+    assert same["diff"] == 0 and same["low"] < 0 < same["high"]
+    with pytest.raises(ValueError):
+        bootstrap_rate_diff([], b)

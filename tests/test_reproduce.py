@@ -73,6 +73,7 @@ def test_quick_study_and_report(tiny_model_dir, data_dir, tmp_path, monkeypatch)
     # the refusal claims are decided by a paired bootstrap over the same questions
     claims = text.split("The paper's claims, checked")[1].split("## Plots")[0]
     assert "refuses unanswerable questions more than Vanilla (nec)" in claims and "95% CI" in claims
+    assert "refuses unanswerable questions more than the answerable controls (nec)" in claims
     assert any(v in claims for v in ("| supported |", "| inconclusive |", "| contradicted |"))
     assert json.loads(page.with_suffix(".json").read_text())["model"] == str(tiny_model_dir)
     provenance = text.split("## Provenance")[1]
