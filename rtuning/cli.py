@@ -199,7 +199,6 @@ def probe_main(task: str | Task, argv: list[str] | None = None, doc: str | None 
                 extra["letter_samples"] = LETTER_SAMPLES
         store = run.store(stem.with_suffix(".records.jsonl"), stem.with_suffix(".meta.json"),
                           run.config(args, **extra), args.overwrite, args)
-        t0 = time.time()
         records = probe(run.runner, run.examples, store, method=args.method, batch_size=args.batch_size,
                         seed=args.seed, match=args.match, num_try=args.num_try, temperature=args.temperature,
                         max_batch_tokens=args.max_batch_tokens, procs=run.procs)
@@ -214,8 +213,7 @@ def probe_main(task: str | Task, argv: list[str] | None = None, doc: str | None 
     n_certain = sum(r["certain"] for r in records)
     counts = {"questions": len(records), "certain": n_certain, "uncertain": len(records) - n_certain,
               "greedy_correct": sum(r["correct"] for r in records), "truncated_prompts": run.truncated(records)}
-    # a resumed run adds its time to what the earlier, interrupted or finished, runs spent
-    wall = time.time() - t0 + (store.meta.get("wall_time_s") or 0 if store.resumed else 0)
+    wall = store.elapsed()  # with the time of the earlier runs it resumed, finished or killed
     store.finish(counts=counts, wall_time_s=round(wall, 2), training_data=str(data_path))
     print(json.dumps({"training_data": str(data_path), **counts, "wall_time_s": round(wall, 1)}, indent=2))
     return {**counts, "training_data": str(data_path), "wall_time_s": wall}
@@ -257,7 +255,6 @@ def evaluate_main(task: str | Task, argv: list[str] | None = None, doc: str | No
             extra["letter_samples"] = LETTER_SAMPLES
         store = run.store(stem.with_suffix(".jsonl"), stem.with_suffix(".meta.json"), run.config(args, **extra),
                           args.overwrite, args)
-        t0 = time.time()
         records = evaluate(run.runner, run.examples, store, batch_size=args.batch_size, match=args.match,
                            max_batch_tokens=args.max_batch_tokens, procs=run.procs,
                            num_samples=args.num_samples, temperature=args.temperature, seed=args.seed)
@@ -266,8 +263,7 @@ def evaluate_main(task: str | Task, argv: list[str] | None = None, doc: str | No
     if not run.procs.is_main:
         return {}
     store.write_merged(records)
-    # a resumed run adds its time to what the earlier, interrupted or finished, runs spent
-    wall = time.time() - t0 + (store.meta.get("wall_time_s") or 0 if store.resumed else 0)
+    wall = store.elapsed()  # with the time of the earlier runs it resumed, finished or killed
     row = {"result": result, "task": task.name, "domain": args.domain, "model": args.model}
     if task.kind == "refusal":
         summary = refusal_summary(records, answerable=args.domain == "answerable")

@@ -9,6 +9,7 @@ import os
 import platform
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Iterable
 
@@ -125,6 +126,10 @@ class RunStore:
             write_jsonl(self.append_path, read_jsonl(self.append_path))
         self.refresh()
         self.resumed = len(self.done)
+        # time spent by earlier runs of this store, finished or killed part way (the main
+        # process records the running total after every batch)
+        self._before = float(self.meta.get("wall_time_s") or 0) if self.resumed else 0.0
+        self._t0 = time.time()
 
     def _parts(self) -> list[Path]:
         return sorted(self.records_path.parent.glob(self.records_path.name + ".rank*"))
@@ -143,7 +148,12 @@ class RunStore:
         self.meta.setdefault("started", now())
         self.meta["resumed_from"] = self.resumed
         self.meta["processes"] = self.world
+        self._t0 = time.time()
         write_json(self.meta_path, self.meta)
+
+    def elapsed(self) -> float:
+        """Wall time of this run plus that of the earlier runs it resumed."""
+        return self._before + time.time() - self._t0
 
     def append(self, records: list[dict]) -> None:
         with open(self.append_path, "a", encoding="utf-8") as f:
@@ -152,6 +162,9 @@ class RunStore:
             f.flush()
         for r in records:
             self.done[r["index"]] = r
+        if self.rank == 0 and self.meta:
+            self.meta["wall_time_s"] = round(self.elapsed(), 2)
+            write_json(self.meta_path, self.meta)
 
     def ordered(self) -> list[dict]:
         return [self.done[i] for i in sorted(self.done)]

@@ -1,6 +1,7 @@
 """The user commands, in-process on a tiny model: outputs, resume after a kill, errors."""
 
 import json
+import time
 
 import pytest
 
@@ -40,7 +41,7 @@ def test_uncertain_records_samples_and_entropy(env_data, tiny_model_dir, tmp_pat
     assert sum(r["certain"] for r in recs) == 5
 
 
-def run_killed_then_resumed(monkeypatch, main, argv, fail_on_call):
+def run_killed_then_resumed(monkeypatch, main, argv, fail_on_call, delay=0.0, after_kill=lambda: None):
     real = TaskRunner.answer
     calls = {"n": 0}
 
@@ -48,11 +49,13 @@ def run_killed_then_resumed(monkeypatch, main, argv, fail_on_call):
         calls["n"] += 1
         if calls["n"] == fail_on_call:
             raise KeyboardInterrupt("killed")
+        time.sleep(delay)  # a run that takes measurable time before it is killed
         return real(self, *a, **k)
 
     monkeypatch.setattr(TaskRunner, "answer", flaky)
     with pytest.raises(KeyboardInterrupt):
         main("pararel", argv)
+    after_kill()
     monkeypatch.setattr(TaskRunner, "answer", real)
     return main("pararel", argv)
 
@@ -84,10 +87,17 @@ def test_evaluation_outputs_and_resume(env_data, tiny_model_dir, tmp_path, monke
     assert summary["n"] == 9 and summary["match"] == "substring"
     saved = json.loads((whole / "e_OOD.summary.json").read_text())
     assert saved["accuracy"] == summary["accuracy"]
-    run_killed_then_resumed(monkeypatch, evaluate_main, eval_args(tiny_model_dir, broken, "--domain", "OOD"),
-                            fail_on_call=2)
+    killed = {}
+    run_killed_then_resumed(
+        monkeypatch, evaluate_main, eval_args(tiny_model_dir, broken, "--domain", "OOD"), fail_on_call=2,
+        delay=0.3, after_kill=lambda: killed.update(json.loads((broken / "e_OOD.meta.json").read_text())))
     for name in ("e_OOD.json", "e_OOD.jsonl"):
         assert (whole / name).read_text() == (broken / name).read_text()
+    # the killed run's time is on record and counted in the resumed run's total
+    assert killed["status"] == "running" and killed["wall_time_s"] >= 0.3
+    saved = json.loads((broken / "e_OOD.summary.json").read_text())
+    assert saved["wall_time_s"] > killed["wall_time_s"]
+    assert saved["questions_per_s"] == pytest.approx(9 / saved["wall_time_s"], rel=1e-2)
 
 
 def test_rerun_with_other_settings_is_refused(env_data, tiny_model_dir, tmp_path, capsys):
