@@ -354,7 +354,8 @@ finished step is reused by the next invocation):
 
 {invocations}
 
-Evaluations per commit (each evaluation records the code it finished under): {per_commit}.
+Evaluations per commit (the commit of the invocation that last wrote each evaluation's summary; a reused
+evaluation is credited to the invocation that reused it): {per_commit}.
 Environment of the last invocation: {json.dumps(study['environment'])}
 
 - data files (SHA-256):
