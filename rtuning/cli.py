@@ -285,7 +285,10 @@ def evaluate_main(task: str | Task, argv: list[str] | None = None, doc: str | No
     summary_doc = {**row, "truncated_prompts": run.truncated(records), "max_prompt_tokens": run.max_prompt_tokens,
                    "num_shots": run.num_shots, "seed": args.seed, "wall_time_s": round(wall, 2),
                    "questions_per_s": round(len(records) / wall, 3) if wall else None,
-                   "records_file": str(stem.with_suffix(".jsonl")), "git_commit": run.info["git_commit"],
+                   "records_file": str(stem.with_suffix(".jsonl")),
+                   # the code that computed the records (the last commit that added any), not that of
+                   # a rerun that found them all done
+                   "git_commit": store.records_commits()[-1], "records_git_commits": store.records_commits(),
                    "data_sha256": run.info["data_sha256"]}
     if task.kind != "refusal":
         summary_doc["results_file"] = str(stem.with_suffix(".json"))

@@ -144,7 +144,12 @@ class RunStore:
     def start(self, **info) -> None:
         if self.rank != 0:
             return
+        earlier = self.meta.get("git_commit")
         self.meta = {**self.meta, **info, "config": self.config, "status": "running"}
+        if self.resumed and "records_git_commits" not in self.meta:
+            # a store from before this list was kept: its records came from the last commit it recorded
+            self.meta["records_git_commits"] = [earlier]
+        self.meta.setdefault("records_git_commits", [])
         self.meta.setdefault("started", now())
         self.meta["resumed_from"] = self.resumed
         self.meta["processes"] = self.world
@@ -164,7 +169,15 @@ class RunStore:
             self.done[r["index"]] = r
         if self.rank == 0 and self.meta:
             self.meta["wall_time_s"] = round(self.elapsed(), 2)
+            commits = self.meta.setdefault("records_git_commits", [])
+            if records and self.meta.get("git_commit") not in commits:
+                commits.append(self.meta.get("git_commit"))
             write_json(self.meta_path, self.meta)
+
+    def records_commits(self) -> list:
+        """The commits whose runs wrote this store's records, oldest first: a rerun that finds
+        every record done and only rewrites the summary adds none."""
+        return list(self.meta.get("records_git_commits") or [self.meta.get("git_commit")])
 
     def ordered(self) -> list[dict]:
         return [self.done[i] for i in sorted(self.done)]

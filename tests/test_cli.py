@@ -227,3 +227,29 @@ def test_sample_draws_a_seeded_subset_across_the_file(env_data, tiny_model_dir, 
     with pytest.raises(SystemExit):
         evaluate_main("pararel", [*args[:-4], "--sample", "0", "--result", "v"])
     assert "--sample 0: pass a number of questions" in capsys.readouterr().err
+
+
+def test_summary_credits_the_commits_that_computed_the_records(env_data, tiny_model_dir, tmp_path, monkeypatch):
+    import rtuning.cli as cli
+
+    monkeypatch.setattr(cli, "git_commit", lambda: "aaa")
+    first = evaluate_main("pararel", eval_args(tiny_model_dir, tmp_path))
+    assert first["git_commit"] == "aaa" and first["records_git_commits"] == ["aaa"]
+    # a later commit reruns it: every record is done, so the summary still credits "aaa"
+    monkeypatch.setattr(cli, "git_commit", lambda: "bbb")
+    again = evaluate_main("pararel", eval_args(tiny_model_dir, tmp_path))
+    assert again["git_commit"] == "aaa" and again["records_git_commits"] == ["aaa"]
+    assert json.loads((tmp_path / "e_ID.meta.json").read_text())["git_commit"] == "bbb"  # who ran last
+    # killed under "aaa", finished under "bbb": both wrote records, "bbb" finished them
+    monkeypatch.setattr(cli, "git_commit", lambda: "aaa")
+    other = tmp_path / "other"
+    killed_at = {}
+
+    def switch():
+        killed_at.update(json.loads((other / "e_ID.meta.json").read_text()))
+        monkeypatch.setattr(cli, "git_commit", lambda: "bbb")
+
+    resumed = run_killed_then_resumed(monkeypatch, evaluate_main, eval_args(tiny_model_dir, other), fail_on_call=2,
+                                      after_kill=switch)
+    assert killed_at["records_git_commits"] == ["aaa"]
+    assert resumed["git_commit"] == "bbb" and resumed["records_git_commits"] == ["aaa", "bbb"]
