@@ -268,11 +268,11 @@ class Study:
         datasets = [d for d in a.datasets.split(",") if d]
         for dataset in datasets:
             data = self.probe(dataset)
-            models = {"base": a.model}
-            for method, path in data.items():
-                models[method] = str(self.finetune(dataset, method, path))
             thresholds[dataset] = pretrain_threshold(read_jsonl(self.out / "data" / f"{dataset}_unsure.records.jsonl"))
-            for label, model in models.items():
+            # each model is evaluated as soon as it exists: a study stopped part way reports the
+            # base model and every method it tuned, not only probes and fine-tunes
+            for label in ["base", *data]:
+                model = a.model if label == "base" else str(self.finetune(dataset, label, data[label]))
                 tag = label if label == "base" else f"{dataset}_{label}"
                 for domain in get_task(dataset).domains:
                     extra = ["--num_samples", str(a.vanilla_c_samples)] if label == "vanilla" else []

@@ -53,6 +53,11 @@ def test_quick_study_and_report(tiny_model_dir, data_dir, tmp_path, monkeypatch)
     assert "ap_neg_entropy" in vanilla  # Vanilla-C
     assert "pretrain_t_threshold" in next(r for r in study["results"] if r["method"] == "base")
     assert len(study["refusal"]) == 5 * 2
+    # each model is evaluated as soon as it is tuned (a study stopped part way reports it)
+    steps = [s["step"] for s in study["steps"]]
+    assert steps.index("evaluate base on pararel ID") < steps.index("fine-tune pararel vanilla")
+    for m in ("vanilla", "unsure", "uncertain", "unknown"):
+        assert steps[steps.index(f"fine-tune pararel {m}") + 1] == f"evaluate pararel_{m} on pararel ID"
     models = out / "models"
     assert sorted(p.name for p in models.iterdir()) == ["pararel_uncertain", "pararel_unknown", "pararel_unsure",
                                                          "pararel_vanilla"]
