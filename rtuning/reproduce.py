@@ -20,8 +20,10 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -236,7 +238,8 @@ class Study:
         summary = self.step(f"evaluate {label} on {dataset} {domain}", lambda: evaluate_main(dataset, args))
         return {"model": label, "dataset": dataset, "domain": domain, **summary}
 
-    def write(self, rows, refusal_rows, thresholds, t0: float, complete: bool = False) -> dict:
+    def write(self, rows, refusal_rows, thresholds, t0: float, complete: bool = False,
+              stopped: str | None = None) -> dict:
         """study.json as it stands: rewritten after every evaluation, so a study stopped part
         way still has a report of what it finished ("complete" says whether it ran to the end)."""
         from .tasks import get_task
@@ -251,7 +254,8 @@ class Study:
             "git_commit": commit, "environment": environment(), "wall_time_s": wall,
             # a study spanning several sittings: each invocation's command, code and time
             "invocations": [*self.history, {"started": self.started, "command": command, "git_commit": commit,
-                                            "wall_time_s": wall, "complete": complete}],
+                                            "wall_time_s": wall, "complete": complete,
+                                            **({"stopped": stopped} if stopped else {})}],
             "data_sha256": {f"{d} {s}": file_sha256(get_task(d).path(a.data_dir, s)) for d in datasets + refusal_sets
                             for s in get_task(d).files},
             "pretrain_thresholds": thresholds, "results": rows, "refusal": refusal_rows, "steps": self.steps,
@@ -260,11 +264,27 @@ class Study:
         return study
 
     def run(self) -> dict:
+        t0 = time.time()
+        rows, refusal_rows, thresholds = [], [], {}
+        try:
+            self.run_steps(rows, refusal_rows, thresholds, t0)
+        except BaseException as e:
+            # stopped (Ctrl-C, SIGTERM, a data error): record how far it got and how long this
+            # invocation ran, then stop as asked
+            try:
+                self.write(rows, refusal_rows, thresholds, t0, stopped=type(e).__name__)
+            except Exception as w:  # e.g. the data file that stopped it cannot be hashed either
+                print(f"warning: could not record the stopped study in {self.out / 'study.json'}: {w}",
+                      file=sys.stderr)
+            raise
+        study = self.write(rows, refusal_rows, thresholds, t0, complete=True)
+        print(f"study written to {self.out / 'study.json'}", file=sys.stderr)
+        return study
+
+    def run_steps(self, rows: list, refusal_rows: list, thresholds: dict, t0: float) -> None:
         from .tasks import get_task
 
         a = self.args
-        t0 = time.time()
-        rows, refusal_rows, thresholds = [], [], {}
         datasets = [d for d in a.datasets.split(",") if d]
         for dataset in datasets:
             data = self.probe(dataset)
@@ -293,9 +313,6 @@ class Study:
                         row["method"], row["trained_on"] = label, dataset
                         refusal_rows.append(row)
                         self.write(rows, refusal_rows, thresholds, t0)
-        study = self.write(rows, refusal_rows, thresholds, t0, complete=True)
-        print(f"study written to {self.out / 'study.json'}", file=sys.stderr)
-        return study
 
 
 def previous_invocations(path: Path) -> list[dict]:
@@ -367,7 +384,22 @@ def pretrain_t(records_path: Path, threshold: float) -> dict:
 
 def main(argv=None) -> dict:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    return Study(parse_args(argv)).run()
+    args = parse_args(argv)
+    if threading.current_thread() is not threading.main_thread():
+        return Study(args).run()
+    previous = signal.signal(signal.SIGTERM, _terminated)  # a killed study still records its invocation
+    try:
+        return Study(args).run()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+class Terminated(Exception):
+    """SIGTERM, raised where the study is so it can record how far it got."""
+
+
+def _terminated(signum, frame):
+    raise Terminated(f"signal {signum}")
 
 
 if __name__ == "__main__":

@@ -97,3 +97,39 @@ def test_history_of_a_study_written_before_invocations_were_kept(tmp_path, capsy
     path.write_text('{"command": ')  # unreadable: warned about, the new study goes on
     assert previous_invocations(path) == []
     assert "study.json is unreadable" in capsys.readouterr().err
+
+
+def test_a_terminated_study_records_how_far_it_got(tiny_model_dir, data_dir, tmp_path, monkeypatch):
+    import os
+    import signal
+    import time
+
+    import rtuning.cli as cli
+    from rtuning.reproduce import Terminated
+    from rtuning.reproduce import main as reproduce
+
+    real, calls = cli.evaluate_main, []
+
+    def killed_on_second(*a, **k):
+        calls.append(a)
+        if len(calls) == 2:
+            time.sleep(0.5)
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(*a, **k)
+
+    monkeypatch.setattr(cli, "evaluate_main", killed_on_second)
+    out = tmp_path / "study"
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(Terminated):
+        reproduce(["--model", str(tiny_model_dir), "--data_dir", str(data_dir), "--out", str(out), "--methods",
+                   "vanilla", "--limit", "4", "--test_limit", "3", "--refusal_sets", ""])
+    assert signal.getsignal(signal.SIGTERM) is before  # the handler is the study's only while it runs
+    study = json.loads((out / "study.json").read_text())
+    assert [(r["method"], r["domain"]) for r in study["results"]] == [("base", "ID")]
+    last = study["invocations"][-1]
+    assert last["complete"] is False and last["stopped"] == "Terminated" and last["wall_time_s"] >= 0.5
+    from rtuning.report import main as report
+
+    page = tmp_path / "results.md"
+    report([str(out / "study.json"), "--page", str(page)])
+    assert "| no (Terminated) |" in page.read_text().split("## Provenance")[1]
