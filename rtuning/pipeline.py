@@ -150,18 +150,26 @@ def run_batches(examples: Sequence[Example], prompts: Sequence[str], tokenizer, 
     takes batches r, r + world, ... (the same batches a single process computes), and all
     processes wait for each other before the records are read back.
     """
-    plan = plan_batches(tokenizer(list(prompts), add_special_tokens=True).input_ids, batch_size, max_batch_tokens)
+    seqs = tokenizer(list(prompts), add_special_tokens=True).input_ids
+    plan = plan_batches(seqs, batch_size, max_batch_tokens)
     mine = [(number, b) for number, b in enumerate(plan) if number % procs.world == procs.rank]
-    total = sum(len(b) for _, b in mine)
     todo = [(number, [i for i in b if examples[i].index not in store.done]) for number, b in mine]
-    left = sum(len(b) for _, b in todo)
-    bar = tqdm(total=total, initial=total - left, desc=desc if procs.world == 1 else f"{desc} [{procs.rank}]",
-               unit="q", smoothing=0.1, position=procs.rank)
+    # The bar counts padded prompt tokens, not questions: batches run largest first, so a
+    # rate in questions would promise hours during the first (long) batches of a task whose
+    # prompts vary in length (MMLU: 16 minutes in all, 3 hours at first sight).
+    cost = {number: len(b) * max((len(seqs[i]) for i in b), default=0) for number, b in mine}
+    done = sum(cost[number] for number, b in todo if not b)
+    questions, left = sum(len(b) for _, b in mine), sum(len(b) for _, b in todo)
+    bar = tqdm(total=sum(cost.values()), initial=done, desc=desc if procs.world == 1 else f"{desc} [{procs.rank}]",
+               unit="tok", unit_scale=True, smoothing=0.1, position=procs.rank)
+    bar.set_postfix_str(f"{questions - left}/{questions} questions", refresh=False)
     for number, batch in todo:
         if not batch:
             continue
         store.append(fn(batch, number))
-        bar.update(len(batch))
+        left -= len(batch)
+        bar.set_postfix_str(f"{questions - left}/{questions} questions", refresh=False)
+        bar.update(cost[number])
     bar.close()
     procs.barrier()
     store.refresh()
