@@ -170,8 +170,8 @@ class RunStore:
         if self.rank == 0 and self.meta:
             self.meta["wall_time_s"] = round(self.elapsed(), 2)
             commits = self.meta.setdefault("records_git_commits", [])
-            if records and self.meta.get("git_commit") not in commits:
-                commits.append(self.meta.get("git_commit"))
+            if records and (not commits or commits[-1] != self.meta.get("git_commit")):
+                commits.append(self.meta.get("git_commit"))  # in order of writing: the last one finished
             write_json(self.meta_path, self.meta)
 
     def records_commits(self) -> list:

@@ -280,7 +280,8 @@ def render(study: dict, page: Path, notes: str = "", checked: list[list[str]] | 
     invocations = markdown_table(
         ["#", "started (UTC)", "commit", "wall time (s)", "ran to the end", "command"],
         [[str(i), r.get("started") or "-", f"`{(r.get('git_commit') or '-')[:12]}`",
-          "-" if r.get("wall_time_s") is None else f"{r['wall_time_s']:.0f}", "yes" if r.get("complete") else f"no ({r['stopped']})" if r.get("stopped") else "no",
+          "-" if r.get("wall_time_s") is None else f"{r['wall_time_s']:.0f}",
+          "yes" if r.get("complete") else f"no ({r['stopped']})" if r.get("stopped") else "no",
           f"`{r.get('command')}`"] for i, r in enumerate(runs, 1)])
     commits = Counter(r.get("git_commit") or "unknown" for r in study["results"] + study["refusal"])
     per_commit = ", ".join(f"`{c[:12]}` {n}" for c, n in commits.most_common()) or "none"
