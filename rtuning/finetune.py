@@ -187,12 +187,20 @@ def find_checkpoint(out: Path, wanted: str | None) -> str | None:
             print(f"error: checkpoint not found: {wanted}", file=sys.stderr)
             raise SystemExit(2)
         return wanted
-    from transformers.trainer_utils import get_last_checkpoint
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-    latest = get_last_checkpoint(str(out)) if out.is_dir() else None
-    if latest is None:
-        print(f"no checkpoint in {out}: starting from the beginning", file=sys.stderr)
-    return latest
+    # The trainer writes trainer_state.json last (after weights, optimizer, scheduler and RNG
+    # state) and removes older checkpoints only after it. A checkpoint without it was cut off
+    # by a kill; resuming from it would silently restart at step 0 or with a fresh optimizer.
+    found = sorted((int(p.name.rsplit("-", 1)[1]), p) for p in out.glob(f"{PREFIX_CHECKPOINT_DIR}-*")
+                   if p.is_dir() and p.name.rsplit("-", 1)[1].isdigit()) if out.is_dir() else []
+    for step, path in reversed(found):
+        if (path / "trainer_state.json").is_file():
+            return str(path)
+        print(f"warning: {path} is incomplete (no trainer_state.json: the run was killed while saving it); "
+              "skipping it", file=sys.stderr)
+    print(f"no complete checkpoint in {out}: starting from the beginning", file=sys.stderr)
+    return None
 
 
 def parse_args(argv=None) -> argparse.Namespace:

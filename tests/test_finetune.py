@@ -100,6 +100,11 @@ def test_killed_run_resumes_from_its_checkpoint(tiny_model_dir, tmp_path, monkey
     assert [p.name for p in (tmp_path / "broken").glob("checkpoint-*")] == ["checkpoint-2"]
     spent = json.loads((tmp_path / "broken" / "checkpoint-2" / "rtuning_time.json").read_text())["train_time_s"]
     assert spent > 0
+    # a kill while checkpoint-4 was being written: weights there, trainer state not yet
+    cut = tmp_path / "broken" / "checkpoint-4"
+    cut.mkdir()
+    for f in (tmp_path / "broken" / "checkpoint-2").glob("model*"):
+        (cut / f.name).write_bytes(f.read_bytes())
     done = {"n": 0}
 
     def counted(self, *a, **k):
