@@ -94,6 +94,12 @@ def _paired(a_row: dict | None, b_row: dict | None, fields, metric) -> dict | No
     return paired_bootstrap_diff(ya, sa, yb, sb, metric=metric, resamples=1000, seed=0)
 
 
+def in_study_order(study: dict, pairs) -> list[tuple[str, str]]:
+    """(dataset, domain) pairs in the order the study names its datasets (ID before OOD)."""
+    named = (study.get("args", {}).get("datasets") or "").split(",")
+    return sorted(set(pairs), key=lambda p: (named.index(p[0]) if p[0] in named else len(named), p))
+
+
 def claims(study: dict, ap: dict) -> list[list[str]]:
     """The paper's claims, checked against this run's numbers (paired bootstrap, 1,000 resamples)."""
     from .metrics import average_precision, bootstrap_rate_diff, expected_calibration_error, mixed_score
@@ -103,7 +109,7 @@ def claims(study: dict, ap: dict) -> list[list[str]]:
                                                                     [r["sure_prob"] for r in recs]))
     sure = lambda recs: ([r["correct"] for r in recs], [r["sure_prob"] for r in recs])
     out = []
-    for (dataset, domain) in sorted({k for m in ap.values() for k in m}):
+    for (dataset, domain) in in_study_order(study, (k for m in ap.values() for k in m)):
         r, v = ap.get("unsure", {}).get((dataset, domain)), ap.get("vanilla", {}).get((dataset, domain))
         if r is not None and v is not None:
             t = _paired(rows.get(("unsure", dataset, domain)), rows.get(("vanilla", dataset, domain)), mixed,
@@ -144,9 +150,9 @@ def claims(study: dict, ap: dict) -> list[list[str]]:
                             f"{100 * np.mean([x['refused'] for x in rc]):.2f}{_ci(t, unit=' points')}",
                             _verdict(t, t["diff"] > 0)])
     ece = lambda y, p: expected_calibration_error(y, p)
-    for (method, dataset, domain), x in sorted(rows.items()):
-        v = rows.get(("vanilla", dataset, domain))
-        if method != "unsure" or not v or x.get("ece_sure_prob") is None or v.get("ece_sure_prob") is None:
+    for dataset, domain in in_study_order(study, ((d, dom) for _, d, dom in rows)):
+        x, v = rows.get(("unsure", dataset, domain)), rows.get(("vanilla", dataset, domain))
+        if not x or not v or x.get("ece_sure_prob") is None or v.get("ece_sure_prob") is None:
             continue
         t = _paired(v, x, sure, ece)  # positive: Vanilla's ECE is the larger one
         out.append([f"R-Tuning's p(sure) better calibrated than Vanilla's, ECE ({dataset} {domain})",
@@ -169,7 +175,7 @@ def plots(study: dict, eval_dir: Path, img_dir: Path) -> list[str]:
 
     img_dir.mkdir(parents=True, exist_ok=True)
     made = []
-    for dataset, domain in sorted({(r["dataset"], r["domain"]) for r in study["results"]}):
+    for dataset, domain in in_study_order(study, ((r["dataset"], r["domain"]) for r in study["results"])):
         rows = [r for r in study["results"] if r["dataset"] == dataset and r["domain"] == domain]
         fig, (pr, rel) = plt.subplots(1, 2, figsize=(11, 4.5))
         for r in sorted(rows, key=lambda r: ORDER.index(r["method"])):
@@ -223,7 +229,7 @@ def _limit(value) -> str:
 
 def render(study: dict, page: Path, notes: str = "", checked: list[list[str]] | None = None) -> str:
     ap = ap_rows(study)
-    cols = sorted({k for m in ap.values() for k in m})
+    cols = in_study_order(study, (k for m in ap.values() for k in m))
     ap_table = markdown_table(["method"] + [f"{d} {dom}" for d, dom in cols],
                               [[label(m)] + [pct(ap[m].get(c)) for c in cols] for m in ORDER if m in ap])
     detail = markdown_table(

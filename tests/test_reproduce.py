@@ -133,3 +133,11 @@ def test_a_terminated_study_records_how_far_it_got(tiny_model_dir, data_dir, tmp
     page = tmp_path / "results.md"
     report([str(out / "study.json"), "--page", str(page)])
     assert "| no (Terminated) |" in page.read_text().split("## Provenance")[1]
+
+
+def test_report_orders_datasets_as_the_study_names_them():
+    from rtuning.report import in_study_order
+
+    pairs = [("mmlu", "ID"), ("pararel", "OOD"), ("pararel", "ID"), ("mmlu", "OOD"), ("mmlu", "ID")]
+    assert in_study_order({"args": {"datasets": "pararel,mmlu"}}, pairs) == [
+        ("pararel", "ID"), ("pararel", "OOD"), ("mmlu", "ID"), ("mmlu", "OOD")]
