@@ -403,4 +403,9 @@ def _terminated(signum, frame):
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except Terminated as e:  # a kill, not a bug: no traceback
+        print(f"study stopped ({e}); study.json records how far it got, rerun the same command to resume",
+              file=sys.stderr)
+        sys.exit(128 + signal.SIGTERM)
