@@ -100,6 +100,13 @@ def in_study_order(study: dict, pairs) -> list[tuple[str, str]]:
     return sorted(set(pairs), key=lambda p: (named.index(p[0]) if p[0] in named else len(named), p))
 
 
+def refusal_sets_in_order(study: dict) -> list[str]:
+    """The refusal sets the study ran, in the order its --refusal_sets names them."""
+    named = (study.get("args", {}).get("refusal_sets") or "").split(",")
+    return sorted({x["dataset"] for x in study["refusal"]},
+                  key=lambda s: (named.index(s) if s in named else len(named), s))
+
+
 def claims(study: dict, ap: dict) -> list[list[str]]:
     """The paper's claims, checked against this run's numbers (paired bootstrap, 1,000 resamples)."""
     from .metrics import average_precision, bootstrap_rate_diff, expected_calibration_error, mixed_score
@@ -130,7 +137,7 @@ def claims(study: dict, ap: dict) -> list[list[str]]:
     refusal = {(x["method"], x["dataset"], x["domain"]): x for x in study["refusal"]}
     refused = lambda recs: ([int(r["refused"]) for r in recs], [0.0] * len(recs))
     rate = lambda y, s: float(np.mean(y))
-    for s in sorted({x["dataset"] for x in study["refusal"]}):
+    for s in refusal_sets_in_order(study):
         for method in ("unsure", "unknown"):
             r, v = refusal.get((method, s, "unanswerable")), refusal.get(("vanilla", s, "unanswerable"))
             if r and v:
@@ -244,7 +251,7 @@ def render(study: dict, page: Path, notes: str = "", checked: list[list[str]] | 
         ["dataset", "domain", "threshold (train)", "answer%", "acc@ans%"],
         [[r["dataset"], r["domain"], f"{r['pretrain_t_threshold']:.3f}", pct(r["pretrain_t_answer_rate"]),
           pct(r["pretrain_t_accuracy_answered"])] for r in pt])
-    sets = sorted({r["dataset"] for r in study["refusal"]})
+    sets = refusal_sets_in_order(study)
     methods = [m for m in ORDER if any(r["method"] == m for r in study["refusal"])]
     refusal_idx = {(r["method"], r["dataset"], r["domain"]): r for r in study["refusal"]}
     refusal = markdown_table(
@@ -257,7 +264,8 @@ def render(study: dict, page: Path, notes: str = "", checked: list[list[str]] | 
         [[label(r["method"]), r["dataset"], r["domain"], str(r["n"]), pct(r.get("refusal_rate")),
           pct(r.get("refused_by_unsure")), pct(r.get("refused_by_phrase")),
           "-" if r.get("mean_sure_prob") is None else f"{r['mean_sure_prob']:.3f}"]
-         for r in sorted(study["refusal"], key=lambda r: (ORDER.index(r["method"]), r["dataset"], r["domain"]))])
+         for r in sorted(study["refusal"], key=lambda r: (ORDER.index(r["method"]), sets.index(r["dataset"]),
+                                                          r["domain"] != "unanswerable"))])
     paper = markdown_table(
         ["paper model", "data", "domain", "paper Vanilla", "paper R-Tuning", "ours Vanilla", "ours R-Tuning"],
         [[m, d, dom, f"{v:.2f}", f"{r:.2f}", pct(ap.get("vanilla", {}).get((d, dom))),

@@ -141,3 +141,11 @@ def test_report_orders_datasets_as_the_study_names_them():
     pairs = [("mmlu", "ID"), ("pararel", "OOD"), ("pararel", "ID"), ("mmlu", "OOD"), ("mmlu", "ID")]
     assert in_study_order({"args": {"datasets": "pararel,mmlu"}}, pairs) == [
         ("pararel", "ID"), ("pararel", "OOD"), ("mmlu", "ID"), ("mmlu", "OOD")]
+
+
+def test_report_orders_refusal_sets_as_the_study_names_them():
+    from rtuning.report import refusal_sets_in_order
+
+    study = {"args": {"refusal_sets": "selfaware,falseqa,nec"},
+             "refusal": [{"dataset": s} for s in ("nec", "falseqa", "selfaware", "falseqa")]}
+    assert refusal_sets_in_order(study) == ["selfaware", "falseqa", "nec"]
