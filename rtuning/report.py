@@ -94,17 +94,20 @@ def _paired(a_row: dict | None, b_row: dict | None, fields, metric) -> dict | No
     return paired_bootstrap_diff(ya, sa, yb, sb, metric=metric, resamples=1000, seed=0)
 
 
+def _position(study: dict, arg: str, name: str) -> int:
+    """Where a comma-separated study argument names `name` (after all of them when it does not)."""
+    named = (study.get("args", {}).get(arg) or "").split(",")
+    return named.index(name) if name in named else len(named)
+
+
 def in_study_order(study: dict, pairs) -> list[tuple[str, str]]:
     """(dataset, domain) pairs in the order the study names its datasets (ID before OOD)."""
-    named = (study.get("args", {}).get("datasets") or "").split(",")
-    return sorted(set(pairs), key=lambda p: (named.index(p[0]) if p[0] in named else len(named), p))
+    return sorted(set(pairs), key=lambda p: (_position(study, "datasets", p[0]), p))
 
 
 def refusal_sets_in_order(study: dict) -> list[str]:
     """The refusal sets the study ran, in the order its --refusal_sets names them."""
-    named = (study.get("args", {}).get("refusal_sets") or "").split(",")
-    return sorted({x["dataset"] for x in study["refusal"]},
-                  key=lambda s: (named.index(s) if s in named else len(named), s))
+    return sorted({x["dataset"] for x in study["refusal"]}, key=lambda s: (_position(study, "refusal_sets", s), s))
 
 
 def claims(study: dict, ap: dict) -> list[list[str]]:
