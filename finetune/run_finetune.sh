@@ -15,11 +15,20 @@
 #   --num_processes N  --num_machines M  --machine_rank R  --main_process_ip IP  --main_process_port P
 #   --cpu              (force CPU processes, e.g. two-process tests)
 # Without a config: one process (NUM_PROCESSES=N or --num_processes N for data parallel).
+# The launcher runs as `$PYTHON -m accelerate.commands.launch` (PYTHON defaults to `python`), so an
+# interpreter outside the active environment works too: PYTHON=.venv/bin/python bash finetune/...
 set -euo pipefail
+py="${PYTHON:-python}"
+# a relative interpreter path means the caller's directory, not the repository's
+if [[ "$py" == */* && "$py" != /* ]]; then py="$PWD/$py"; fi
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$here/.."
-if ! command -v accelerate >/dev/null 2>&1; then
-  echo "error: 'accelerate' not found; pip install -r requirements.txt" >&2
+if ! command -v "$py" >/dev/null 2>&1; then
+  echo "error: python interpreter '$py' not found; set PYTHON=/path/to/python" >&2
+  exit 2
+fi
+if ! "$py" -c "import accelerate" 2>/dev/null; then
+  echo "error: accelerate is not installed for $py; pip install -r requirements.txt (or set PYTHON)" >&2
   exit 2
 fi
 launch=()
@@ -37,7 +46,7 @@ while [ $# -gt 0 ]; do
 done
 if [ -n "$config" ]; then
   [ -f "$config" ] || { echo "error: accelerate config not found: $config" >&2; exit 2; }
-  if grep -q "DEEPSPEED" "$config" && ! python -c "import deepspeed" 2>/dev/null; then
+  if grep -q "DEEPSPEED" "$config" && ! "$py" -c "import deepspeed" 2>/dev/null; then
     echo "error: $config uses DeepSpeed, which is not installed: pip install deepspeed" >&2
     exit 2
   fi
@@ -65,4 +74,4 @@ if [ "$cpu" = 1 ]; then
     launch=(--cpu "${rest[@]}")
   fi
 fi
-exec accelerate launch "${launch[@]}" -m rtuning.finetune "${args[@]}"
+exec "$py" -m accelerate.commands.launch "${launch[@]}" -m rtuning.finetune "${args[@]}"

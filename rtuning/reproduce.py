@@ -210,7 +210,10 @@ class Study:
 
         def run():
             t0 = time.time()
-            subprocess.run(["bash", str(REPO_ROOT / "finetune" / "run_finetune.sh"), *flags, *resume], check=True)
+            # the launcher runs under this interpreter, whether or not its environment is activated
+            env = {**os.environ, "PYTHON": os.environ.get("PYTHON", sys.executable)}
+            subprocess.run(["bash", str(REPO_ROOT / "finetune" / "run_finetune.sh"), *flags, *resume],
+                           check=True, env=env)
             wall = time.time() - t0
             # a fine-tune resumed from a checkpoint adds the training time before it
             info = read_json(target / "finetune_args.json") if (target / "finetune_args.json").is_file() else {}

@@ -39,7 +39,7 @@ def launch(args, env, processes=2):
 @pytest.fixture()
 def env(data_dir):
     return {**os.environ, "RTUNING_DATA_DIR": str(data_dir), "TOKENIZERS_PARALLELISM": "false",
-            "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+            "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", "PYTHON": sys.executable}
 
 
 def test_two_process_evaluation_equals_one_process(tiny_model_dir, tmp_path, env):
@@ -106,3 +106,16 @@ def test_deepspeed_config_without_deepspeed_says_so(env):
                            "--dataset_path", "x", "--output_model_path", "y"], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "pip install deepspeed" in proc.stderr
+
+
+def test_launcher_runs_under_PYTHON_without_the_environment_on_PATH(env):
+    """An interpreter named by PYTHON is enough: no `accelerate` command (nor venv) on PATH."""
+    bare = {**env, "PATH": "/usr/bin:/bin"}
+    args = ["bash", "finetune/run_finetune.sh", "--accelerate_config", "finetune/configs/single.yaml",
+            "--dataset_path", "missing.json", "--output_model_path", "y"]
+    proc = subprocess.run(args, cwd=REPO, env=bare, capture_output=True, text=True, timeout=300)
+    # got past the launcher into rtuning.finetune, which names the missing dataset
+    assert proc.returncode != 0 and "missing.json" in proc.stderr, proc.stderr[-3000:]
+    proc = subprocess.run(args, cwd=REPO, env={**bare, "PYTHON": "/no/such/python"}, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 2 and "/no/such/python" in proc.stderr and "PYTHON" in proc.stderr

@@ -19,7 +19,8 @@ def run(cmd, env):
 
 
 def test_probe_finetune_evaluate(tiny_model_dir, data_dir, tmp_path):
-    env = {**os.environ, "RTUNING_DATA_DIR": str(data_dir), "TOKENIZERS_PARALLELISM": "false"}
+    env = {**os.environ, "RTUNING_DATA_DIR": str(data_dir), "TOKENIZERS_PARALLELISM": "false",
+           "PYTHON": sys.executable}
     train_out, model_out, eval_out = tmp_path / "train", tmp_path / "model", tmp_path / "eval"
     run([sys.executable, "training/pararel/run_pararel.py", "--model", str(tiny_model_dir), "--method", "unsure",
          "--limit", "12", "--output_dir", str(train_out), "--result", "pararel"], env)
@@ -59,7 +60,8 @@ def test_embedded_default_model_loads_by_short_name_and_gguf_path():
 
 
 def test_multitask_builds_and_merges_all_five(tiny_model_dir, data_dir, tmp_path):
-    env = {**os.environ, "RTUNING_DATA_DIR": str(data_dir), "TOKENIZERS_PARALLELISM": "false"}
+    env = {**os.environ, "RTUNING_DATA_DIR": str(data_dir), "TOKENIZERS_PARALLELISM": "false",
+           "PYTHON": sys.executable}
     run([sys.executable, "training/run_multitask.py", "--model", str(tiny_model_dir), "--method", "unsure",
          "--limit", "3", "--output_dir", str(tmp_path), "--max_prompt_tokens", "256"], env)
     merged = json.loads((tmp_path / "merged" / "multitask_unsure.json").read_text())
