@@ -233,7 +233,7 @@ REFUSAL_COLUMNS = [
 
 def evaluate_main(task: str | Task, argv: list[str] | None = None, doc: str | None = None) -> dict:
     """`evaluation/run_<dataset>.py`: answers, confidences and the summary table."""
-    from .metrics import average_precision, expected_calibration_error, format_table, summarize
+    from .metrics import auroc, average_precision, expected_calibration_error, format_table, summarize
     from .pipeline import evaluate
     from .refusal import refusal_summary
 
@@ -280,6 +280,7 @@ def evaluate_main(task: str | Task, argv: list[str] | None = None, doc: str | No
                                                           [-r["entropy"] for r in records])
         summary["ece_sure_prob"] = expected_calibration_error([r["correct"] for r in records],
                                                               [r["sure_prob"] for r in records])
+        summary["auroc_sure_prob"] = auroc([r["correct"] for r in records], [r["sure_prob"] for r in records])
         columns = SUMMARY_COLUMNS
     row.update(summary)
     summary_doc = {**row, "truncated_prompts": run.truncated(records), "max_prompt_tokens": run.max_prompt_tokens,

@@ -1,4 +1,4 @@
-"""Metrics as pure functions over arrays: AP, accuracy, answer rate, entropy."""
+"""Metrics as pure functions over arrays: AP, accuracy, answer rate, calibration, AUROC, entropy."""
 
 from __future__ import annotations
 
@@ -122,6 +122,28 @@ def expected_calibration_error(labels: Sequence[int], probs: Sequence[float], bi
         if inside.any():
             total += inside.mean() * abs(y[inside].mean() - p[inside].mean())
     return float(total)
+
+
+def auroc(labels: Sequence[int], scores: Sequence[float]) -> float | None:
+    """Area under the ROC curve: the chance that a random positive outscores a random negative
+    (ties count one half), from average ranks. None when either class is missing.
+
+    Beside ECE it tells discrimination from calibration: a score equal to the base rate
+    everywhere has a small ECE and an AUROC of 0.5.
+    """
+    y = np.asarray(labels, dtype=np.float64)
+    s = np.asarray(scores, dtype=np.float64)
+    if y.shape != s.shape or y.ndim != 1:
+        raise ValueError("labels and scores must be 1-D and of equal length")
+    positives = int(y.sum())
+    negatives = int(y.size - positives)
+    if positives == 0 or negatives == 0:
+        return None
+    # rank of each distinct score (1-based, ascending); tied scores share the mean of their ranks
+    _, which, counts = np.unique(s, return_inverse=True, return_counts=True)
+    before = np.cumsum(counts) - counts
+    ranks = (before + (counts + 1) / 2)[which]
+    return float((ranks[y == 1].sum() - positives * (positives + 1) / 2) / (positives * negatives))
 
 
 def answer_entropy(answers: Iterable[str]) -> float:

@@ -65,6 +65,19 @@ def _records(row: dict | None) -> list[dict]:
     return read_jsonl(path) if path and path.is_file() else []
 
 
+def sure_auroc(row: dict | None) -> float | None:
+    """AUROC of p(sure) for right answers: the row's own, else from its per-question records
+    (evaluations written before the summary carried it)."""
+    from .metrics import auroc
+
+    if not row:
+        return None
+    if row.get("auroc_sure_prob") is not None:
+        return row["auroc_sure_prob"]
+    records = _records(row)
+    return auroc([r["correct"] for r in records], [r["sure_prob"] for r in records]) if records else None
+
+
 def _verdict(test: dict | None, point_better: bool) -> str:
     """From a paired bootstrap of (claimed better) - (other): its 95% interval decides."""
     if test is None:
@@ -165,10 +178,13 @@ def claims(study: dict, ap: dict) -> list[list[str]]:
         if not x or not v or x.get("ece_sure_prob") is None or v.get("ece_sure_prob") is None:
             continue
         t = _paired(v, x, sure, ece)  # positive: Vanilla's ECE is the larger one
+        # ECE rewards a p(sure) near the base rate even when it ranks nothing: show discrimination too
+        ax, av = sure_auroc(x), sure_auroc(v)
         out.append([f"R-Tuning's p(sure) better calibrated than Vanilla's, ECE ({dataset} {domain})",
                     f"{x['ece_sure_prob']:.3f} vs {v['ece_sure_prob']:.3f}"
                     + (f"; Vanilla minus R-Tuning {t['diff']:+.3f}, 95% CI [{t['low']:+.3f}, {t['high']:+.3f}]"
-                       if t else ""),
+                       if t else "")
+                    + (f"; AUROC of p(sure) {ax:.3f} vs {av:.3f}" if ax is not None and av is not None else ""),
                     _verdict(t, x["ece_sure_prob"] < v["ece_sure_prob"])])
     return out
 
@@ -244,10 +260,11 @@ def render(study: dict, page: Path, notes: str = "", checked: list[list[str]] | 
                               [[label(m)] + [pct(ap[m].get(c)) for c in cols] for m in ORDER if m in ap])
     detail = markdown_table(
         ["model", "dataset", "domain", "n", "acc%", "AP%", "AP(conf)%", "AP(sure)%", "answer%", "acc@ans%", "ECE",
-         "refusal phrase%", "acc without phrase%"],
+         "AUROC(sure)", "refusal phrase%", "acc without phrase%"],
         [[label(r["method"]), r["dataset"], r["domain"], str(r["n"]), pct(r["accuracy"]), pct(r["ap"]),
           pct(r["ap_answer_conf"]), pct(r["ap_sure_prob"]), pct(r["answer_rate"]), pct(r["accuracy_answered"]),
-          "-" if r.get("ece_sure_prob") is None else f"{r['ece_sure_prob']:.3f}", *phrase_columns(r)]
+          "-" if r.get("ece_sure_prob") is None else f"{r['ece_sure_prob']:.3f}",
+          "-" if (a := sure_auroc(r)) is None else f"{a:.3f}", *phrase_columns(r)]
          for r in study["results"]])
     pt = [r for r in study["results"] if r["method"] == "base" and "pretrain_t_threshold" in r]
     pretrain = markdown_table(
@@ -328,7 +345,8 @@ Pretrain-T ranks by the base model's answer confidence alone; Vanilla-C by the e
 ## Every evaluation
 
 answer% and acc@ans% are at the sure/unsure decision (p(sure) > 0.5); ECE is that of p(sure)
-(15 bins); "refusal phrase%" is the share of answers that decline in words (counted wrong in
+(15 bins) and AUROC(sure) how well p(sure) separates right answers from wrong ones (0.5: not
+at all); "refusal phrase%" is the share of answers that decline in words (counted wrong in
 acc%), "acc without phrase%" the accuracy on the others.
 
 {detail}

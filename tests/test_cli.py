@@ -154,6 +154,7 @@ def test_evaluation_can_sample_for_test_time_filtering(env_data, tiny_model_dir,
     recs = [json.loads(l) for l in (tmp_path / "e_ID.jsonl").read_text().splitlines()]
     assert all(len(r["samples"]) == 3 and r["entropy"] >= 0 for r in recs)
     assert "ap_neg_entropy" in summary and summary["ece_sure_prob"] is not None
+    assert "auroc_sure_prob" in summary  # None when every answer is wrong (or right)
 
 
 def test_unknown_model_is_a_clear_error(env_data, tmp_path, capsys, monkeypatch):

@@ -2,7 +2,7 @@ import math
 
 import numpy as np
 import pytest
-from sklearn.metrics import average_precision_score
+from sklearn.metrics import average_precision_score, roc_auc_score
 
 from rtuning.metrics import answer_entropy, average_precision, mixed_score, summarize
 
@@ -94,3 +94,27 @@ def test_unpaired_rate_bootstrap_matches_the_normal_interval():
     assert same["diff"] == 0 and same["low"] < 0 < same["high"]
     with pytest.raises(ValueError):
         bootstrap_rate_diff([], b)
+
+
+def test_auroc_counts_pairs_and_halves_ties():
+    from rtuning.metrics import auroc
+
+    # positives 0.8, 0.4; negatives 0.4, 0.1: pairs (0.8>0.4), (0.8>0.1), (0.4=0.4 -> 1/2), (0.4>0.1)
+    assert auroc([1, 0, 1, 0], [0.8, 0.4, 0.4, 0.1]) == pytest.approx(3.5 / 4)
+    assert auroc([1, 1, 0], [0.9, 0.7, 0.2]) == pytest.approx(1.0)
+    assert auroc([0, 0, 1], [0.9, 0.7, 0.2]) == pytest.approx(0.0)
+    # a constant score (the base rate everywhere: ECE near 0) ranks nothing
+    assert auroc([1, 0, 0, 1, 0], [0.4] * 5) == pytest.approx(0.5)
+    assert auroc([1, 1], [0.2, 0.3]) is None
+
+
+def test_auroc_equals_brute_force_pair_count():
+    from rtuning.metrics import auroc
+
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 2, 300)
+    s = np.round(rng.random(300), 1)  # many ties
+    pos, neg = s[y == 1], s[y == 0]
+    brute = ((pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()) / (pos.size * neg.size)
+    assert auroc(y, s) == pytest.approx(brute)
+    assert auroc(y, s) == pytest.approx(roc_auc_score(y, s))

@@ -149,3 +149,26 @@ def test_report_orders_refusal_sets_as_the_study_names_them():
     study = {"args": {"refusal_sets": "selfaware,falseqa,nec"},
              "refusal": [{"dataset": s} for s in ("nec", "falseqa", "selfaware", "falseqa")]}
     assert refusal_sets_in_order(study) == ["selfaware", "falseqa", "nec"]
+
+
+def test_calibration_claim_shows_discrimination_beside_ece(tmp_path):
+    """A p(sure) at the base rate everywhere wins on ECE while ranking nothing: the claim says so."""
+    from rtuning.report import claims, sure_auroc
+
+    correct = [1, 0, 0, 0] * 25
+
+    def row(method, sure, with_auroc):
+        path = tmp_path / f"{method}.jsonl"
+        path.write_text("".join(json.dumps({"index": i, "correct": c, "answer_conf": 0.5, "sure_prob": p}) + "\n"
+                                for i, (c, p) in enumerate(zip(correct, sure))))
+        r = {"method": method, "dataset": "mmlu", "domain": "ID", "records_file": str(path),
+             "ece_sure_prob": 0.0 if method == "unsure" else 0.7}
+        return {**r, "auroc_sure_prob": 0.5} if with_auroc else r  # older summaries lack it
+
+    unsure = row("unsure", [0.25] * 100, with_auroc=False)
+    vanilla = row("vanilla", [0.9 if c else 0.95 for c in correct], with_auroc=True)
+    assert sure_auroc(unsure) == pytest.approx(0.5) and sure_auroc(vanilla) == 0.5
+    assert sure_auroc(row("x", [0.9 if c else 0.1 for c in correct], with_auroc=False)) == pytest.approx(1.0)
+    study = {"args": {"datasets": "mmlu"}, "results": [unsure, vanilla], "refusal": []}
+    ece = [c for c in claims(study, {}) if "ECE (mmlu ID)" in c[0]]
+    assert len(ece) == 1 and "AUROC of p(sure) 0.500 vs 0.500" in ece[0][1] and ece[0][2] == "supported"
