@@ -295,6 +295,12 @@ def render(study: dict, page: Path, notes: str = "", checked: list[list[str]] | 
         [[s, label(m), f"{v:.2f}", pct(refusal_idx.get((m, s, "unanswerable"), {}).get("refusal_rate"))]
          for s, by in PAPER_REFUSAL.items() for m, v in by.items()])
     checks = markdown_table(["claim", "ours", "verdict"], checked if checked is not None else claims(study, ap))
+    refusal_section = f"""{refusal}
+
+A question counts as refused when the model's p(sure) after its answer is below 0.5 or its
+answer contains a refusal phrase (the 16 R-Tuning-R phrases and close variants):
+
+{how}""" if study["refusal"] else "None in this study: `--refusal_sets` named no set."
     images = plots(study, Path(study.get("out", ".")) / "eval", page.parent / "img")
     work = lambda s: s.get("work_s", s["wall_time_s"])
     steps = markdown_table(
@@ -353,12 +359,7 @@ acc%), "acc without phrase%" the accuracy on the others.
 
 ## Refusal on unanswerable questions (and over-refusal on their answerable controls)
 
-{refusal}
-
-A question counts as refused when the model's p(sure) after its answer is below 0.5 or its
-answer contains a refusal phrase (the 16 R-Tuning-R phrases and close variants):
-
-{how}
+{refusal_section}
 
 ## The paper's numbers beside ours
 
@@ -366,9 +367,7 @@ Different model (the paper: OpenLLaMA-3B, LLaMA-7B/13B; here {study['model']}), 
 stand-ins (see ../shared/R-Tuning-data/SOURCES.md), so compare directions, not values.
 
 {paper}
-
-{paper_ref}
-
+{chr(10) + paper_ref + chr(10) if study["refusal"] else ""}
 ## The paper's claims, checked
 
 Each verdict comes from a paired bootstrap over the test questions (1,000 resamples, both

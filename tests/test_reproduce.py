@@ -132,7 +132,12 @@ def test_a_terminated_study_records_how_far_it_got(tiny_model_dir, data_dir, tmp
 
     page = tmp_path / "results.md"
     report([str(out / "study.json"), "--page", str(page)])
-    assert "| no (Terminated) |" in page.read_text().split("## Provenance")[1]
+    text = page.read_text()
+    assert "| no (Terminated) |" in text.split("## Provenance")[1]
+    # no refusal sets asked for: the page says so instead of printing empty refusal tables
+    refusal = text.split("## Refusal on unanswerable questions")[1].split("## The paper's claims")[0]
+    assert "named no set" in refusal and "refused% / over-refused%" not in refusal
+    assert "paper (LLaMA-13B)" not in refusal
 
 
 def test_report_orders_datasets_as_the_study_names_them():
