@@ -19,6 +19,7 @@ import argparse
 import hashlib
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -130,8 +131,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 class Study:
-    def __init__(self, args):
+    def __init__(self, args, argv: list[str] | None = None):
         self.args = args
+        self.argv = list(sys.argv[1:] if argv is None else argv)  # as given, for the recorded command
         self.out = Path(args.out)
         self.steps: list[dict] = []
         self.started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
@@ -250,7 +252,8 @@ class Study:
         a = self.args
         datasets = [d for d in a.datasets.split(",") if d]
         refusal_sets = [r for r in a.refusal_sets.split(",") if r]
-        command = " ".join([sys.executable, "-m", "rtuning.reproduce", *sys.argv[1:]])
+        # quoted, so the recorded command reruns as it ran (an empty --refusal_sets '' included)
+        command = shlex.join([sys.executable, "-m", "rtuning.reproduce", *self.argv])
         commit, wall = git_commit(), round(time.time() - t0, 1)
         study = {
             "model": a.model, "args": vars(a), "command": command, "complete": complete,
@@ -389,10 +392,10 @@ def main(argv=None) -> dict:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = parse_args(argv)
     if threading.current_thread() is not threading.main_thread():
-        return Study(args).run()
+        return Study(args, argv).run()
     previous = signal.signal(signal.SIGTERM, _terminated)  # a killed study still records its invocation
     try:
-        return Study(args).run()
+        return Study(args, argv).run()
     finally:
         signal.signal(signal.SIGTERM, previous)
 

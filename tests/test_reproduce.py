@@ -120,14 +120,18 @@ def test_a_terminated_study_records_how_far_it_got(tiny_model_dir, data_dir, tmp
     monkeypatch.setattr(cli, "evaluate_main", killed_on_second)
     out = tmp_path / "study"
     before = signal.getsignal(signal.SIGTERM)
+    argv = ["--model", str(tiny_model_dir), "--data_dir", str(data_dir), "--out", str(out), "--methods",
+            "vanilla", "--limit", "4", "--test_limit", "3", "--refusal_sets", ""]
     with pytest.raises(Terminated):
-        reproduce(["--model", str(tiny_model_dir), "--data_dir", str(data_dir), "--out", str(out), "--methods",
-                   "vanilla", "--limit", "4", "--test_limit", "3", "--refusal_sets", ""])
+        reproduce(argv)
     assert signal.getsignal(signal.SIGTERM) is before  # the handler is the study's only while it runs
     study = json.loads((out / "study.json").read_text())
     assert [(r["method"], r["domain"]) for r in study["results"]] == [("base", "ID")]
     last = study["invocations"][-1]
     assert last["complete"] is False and last["stopped"] == "Terminated" and last["wall_time_s"] >= 0.5
+    # the recorded command is the study's own arguments, quoted so that it reruns as it ran
+    import shlex
+    assert shlex.split(last["command"])[1:] == ["-m", "rtuning.reproduce", *argv] and "--refusal_sets ''" in last["command"]
     from rtuning.report import main as report
 
     page = tmp_path / "results.md"
