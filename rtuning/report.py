@@ -286,15 +286,21 @@ def render(study: dict, page: Path, notes: str = "", checked: list[list[str]] | 
           "-" if r.get("mean_sure_prob") is None else f"{r['mean_sure_prob']:.3f}"]
          for r in sorted(study["refusal"], key=lambda r: (ORDER.index(r["method"]), sets.index(r["dataset"]),
                                                           r["domain"] != "unanswerable"))])
+    datasets = study["args"]["datasets"].split(",")
+    quoted = [(m, d, dom, v, r) for m, d, dom, v, r in PAPER_AP if d in datasets]
     paper = markdown_table(
         ["paper model", "data", "domain", "paper Vanilla", "paper R-Tuning", "ours Vanilla", "ours R-Tuning"],
         [[m, d, dom, f"{v:.2f}", f"{r:.2f}", pct(ap.get("vanilla", {}).get((d, dom))),
-          pct(ap.get("unsure", {}).get((d, dom)))] for m, d, dom, v, r in PAPER_AP])
+          pct(ap.get("unsure", {}).get((d, dom)))] for m, d, dom, v, r in quoted]) if quoted else (
+        f"The paper's AP figures quoted in SPEC.md cover none of this study's datasets ({', '.join(datasets)}).")
     paper_ref = markdown_table(
         ["set", "method", "paper (LLaMA-13B)", "ours"],
         [[s, label(m), f"{v:.2f}", pct(refusal_idx.get((m, s, "unanswerable"), {}).get("refusal_rate"))]
          for s, by in PAPER_REFUSAL.items() for m, v in by.items()])
-    checks = markdown_table(["claim", "ours", "verdict"], checked if checked is not None else claims(study, ap))
+    checked = checked if checked is not None else claims(study, ap)
+    checks = markdown_table(["claim", "ours", "verdict"], checked) if checked else (
+        "None: every claim compares two models on the same questions (R-Tuning with Vanilla, or R-Tuning-U "
+        "with R-Tuning), and this study has not evaluated both models of any such pair.")
     refusal_section = f"""{refusal}
 
 A question counts as refused when the model's p(sure) after its answer is below 0.5 or its
@@ -393,7 +399,8 @@ Evaluations per commit (the code that computed each evaluation's records: the la
 any; a later invocation that found them all done and reused them is not credited): {per_commit}.
 Environment of the last invocation: {json.dumps(study['environment'])}
 
-- data files (SHA-256):
+Data files (SHA-256):
+
 {hashes}
 
 {steps}

@@ -142,6 +142,12 @@ def test_a_terminated_study_records_how_far_it_got(tiny_model_dir, data_dir, tmp
     refusal = text.split("## Refusal on unanswerable questions")[1].split("## The paper's claims")[0]
     assert "named no set" in refusal and "refused% / over-refused%" not in refusal
     assert "paper (LLaMA-13B)" not in refusal
+    # only the paper's numbers for the study's datasets; no claim without both models of a pair
+    paper = text.split("## The paper's numbers beside ours")[1].split("## The paper's claims")[0]
+    assert "| pararel | ID |" in paper and "| mmlu |" not in paper
+    checked = text.split("## The paper's claims, checked")[1].split("## Plots")[0]
+    assert "has not evaluated both models of any such pair" in checked and "| claim |" not in checked
+    assert "Data files (SHA-256):\n\n- `pararel ID`" in text
 
 
 def test_report_orders_datasets_as_the_study_names_them():
