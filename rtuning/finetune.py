@@ -226,6 +226,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--packing", action="store_true",
                    help="LMFlow-style concatenate-and-chunk to --block_size instead of one padded example "
                         "per sequence (faster, but can split a question from its label)")
+    p.add_argument("--group_by_length", action="store_true",
+                   help="batch examples of similar length together (transformers' LengthGroupedSampler: random "
+                        "groups of 50 batches, fewer on small data, sorted by length inside each) so batches "
+                        "carry less padding; off by default, as in the original release. Every example stays whole")
     p.add_argument("--gradient_checkpointing", action="store_true", help="recompute activations to save memory")
     p.add_argument("--save_steps", type=int, default=0, help="write a checkpoint every N steps (0: none)")
     p.add_argument("--save_total_limit", type=int, default=2, help="keep at most this many checkpoints")
@@ -277,6 +281,10 @@ def main(argv=None) -> dict:
         model.config.use_cache = False
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     dataset = TextDataset(texts, tokenizer, args.block_size)
+    if args.packing and args.group_by_length:
+        print("error: --group_by_length has nothing to group with --packing (every block is --block_size "
+              "tokens long); choose one", file=sys.stderr)
+        raise SystemExit(2)
     if args.packing:
         try:
             dataset = PackedDataset(dataset.examples, args.block_size)
@@ -307,6 +315,7 @@ def main(argv=None) -> dict:
         **({"gradient_checkpointing": True} if args.gradient_checkpointing else {}),
         dataloader_num_workers=args.dataloader_num_workers,
         remove_unused_columns=False,
+        train_sampling_strategy="group_by_length" if args.group_by_length else "random",
     )
     resume = find_checkpoint(out, args.resume_from_checkpoint)
     t0, before = time.time(), time_before(resume)
@@ -333,6 +342,7 @@ def main(argv=None) -> dict:
             "gguf_file": spec.gguf_file, "data_files": [str(f) for f in lmflow_files(args.dataset_path)],
             "examples": len(dataset), "tokens": dataset.num_tokens, "truncated_examples": dataset.truncated,
             "packing": args.packing, "packing_dropped_tokens": getattr(dataset, "dropped_tokens", 0),
+            "group_by_length": args.group_by_length,
             "dtype": dtype, "world_size": trainer.args.world_size, "steps": trainer.state.global_step,
             "resumed_from": resume, "trainable_parameters": trainable,
             "train_loss": result.training_loss, "first_logged_loss": losses[0] if losses else None,

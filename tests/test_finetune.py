@@ -69,6 +69,45 @@ def test_finetune_lowers_loss_and_saves_a_loadable_model(tiny_model_dir, tmp_pat
     assert args["args"]["learning_rate"] == 5e-3
 
 
+def test_group_by_length_batches_similar_lengths_and_keeps_every_example(tiny_model_dir, tmp_path, monkeypatch):
+    import rtuning.finetune as ft
+
+    texts = [("word " * (1 + (17 * i) % 60)).strip() for i in range(64)]
+    data = write_lmflow(tmp_path / "train.json", texts)
+
+    def batches(extra):
+        seen = []
+
+        class Recording(PadCollator):
+            def __call__(self, features):
+                seen.append(sorted(len(f["input_ids"]) for f in features))
+                return super().__call__(features)
+
+        monkeypatch.setattr(ft, "PadCollator", Recording)
+        main(["--model_name_or_path", str(tiny_model_dir), "--dataset_path", str(data), "--output_model_path",
+              str(tmp_path / f"out{len(extra)}"), "--per_device_train_batch_size", "4", "--max_steps", "16",
+              *extra])
+        return seen
+
+    lengths = sorted(len(x) for x in TextDataset(texts, AutoTokenizer.from_pretrained(tiny_model_dir), 512).examples)
+    padding = lambda seen: sum(max(b) * len(b) - sum(b) for b in seen)
+    grouped, shuffled = batches(["--group_by_length"]), batches([])
+    # one epoch either way: every example once
+    assert sorted(n for b in grouped for n in b) == lengths == sorted(n for b in shuffled for n in b)
+    # 64 examples: 4 random groups of 4 batches, sorted by length inside each
+    assert padding(grouped) < padding(shuffled) / 3, (padding(grouped), padding(shuffled))
+    info = json.loads((tmp_path / "out1" / "finetune_args.json").read_text())
+    assert info["group_by_length"] is True
+
+
+def test_group_by_length_with_packing_is_refused(tmp_path, capsys):
+    data = write_lmflow(tmp_path / "train.json", TEXTS)
+    with pytest.raises(SystemExit) as e:
+        main(["--dataset_path", str(data), "--output_model_path", str(tmp_path / "o"), "--packing",
+              "--group_by_length"])
+    assert e.value.code == 2 and "--group_by_length has nothing to group with --packing" in capsys.readouterr().err
+
+
 def test_packing_concatenates_and_drops_the_remainder():
     from rtuning.finetune import PackedDataset
 
@@ -78,12 +117,14 @@ def test_packing_concatenates_and_drops_the_remainder():
         PackedDataset([[1, 2]], block_size=4)
 
 
-def test_killed_run_resumes_from_its_checkpoint(tiny_model_dir, tmp_path, monkeypatch):
+@pytest.mark.parametrize("sampling", [[], ["--group_by_length"]], ids=["random", "group_by_length"])
+def test_killed_run_resumes_from_its_checkpoint(tiny_model_dir, tmp_path, monkeypatch, sampling):
     from transformers import Trainer
 
     data = write_lmflow(tmp_path / "train.json", TEXTS)
     common = ["--model_name_or_path", str(tiny_model_dir), "--dataset_path", str(data), "--learning_rate", "5e-3",
-              "--max_steps", "6", "--per_device_train_batch_size", "2", "--logging_steps", "1", "--save_steps", "2"]
+              "--max_steps", "6", "--per_device_train_batch_size", "2", "--logging_steps", "1", "--save_steps", "2",
+              *sampling]
     whole = main([*common, "--output_model_path", str(tmp_path / "whole")])
     real, calls = Trainer.training_step, {"n": 0}
 
