@@ -1,23 +1,27 @@
-"""Fine-tuning speed: packed blocks (LMFlow's grouping) against one padded example per sequence.
+"""Fine-tuning speed: one padded example per sequence, in random or length-grouped order, and
+packed blocks (LMFlow's concatenate-and-chunk).
 
     python benchmarks/bench_finetune.py --model smollm2-135m \
         --data runs/issue2/train/pararel_smollm2-135m_unsure.json --steps 10 --block_size 512 \
         --output benchmarks/results/finetune_smollm2-135m.json
 
-The same data, model, batch size and number of optimizer steps for both layouts:
-rtuning.finetune.PackedDataset (every block full, no padding) and TextDataset + PadCollator
-(what `finetune/run_finetune.sh` trains on by default). A plain torch loop with AdamW, as
-Trainer runs it on one device; the model is reloaded for each layout. Reported: real
-(non-padding) tokens per second, the padding share of the computed positions, and the useful
-matmul share, with useful FLOPs = 6 x (parameters a token is multiplied by) x real tokens.
-Training data: `python training/pararel/run_pararel.py --method unsure --limit 200
---output_dir /tmp/bench_train` writes an LMFlow file.
+The same data, model, batch size and number of optimizer steps for the three layouts:
+TextDataset + PadCollator in a random order (what `finetune/run_finetune.sh` trains on by
+default), the same examples in LengthGroupedSampler's order (`--group_by_length`), and
+rtuning.finetune.PackedDataset (`--packing`: every block full, no padding). A plain torch loop
+with AdamW, as Trainer runs it on one device; the model is reloaded for each layout. The timed
+steps are spread evenly over one epoch's batches; the epoch's time is estimated from its exact
+count of computed positions (padding included) and the timed steps' positions per second.
+Reported: real (non-padding) tokens per second, the padding share of the timed steps and of
+the whole epoch, the estimated epoch time, and the useful matmul share, with useful FLOPs =
+6 x (parameters a token is multiplied by) x real tokens. Training data: `python
+training/pararel/run_pararel.py --method unsure --limit 200 --output_dir /tmp/bench_train`
+writes an LMFlow file; variable-length data (MMLU's few-shot prompts) is where grouping pays.
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
 import sys
 import time
 from pathlib import Path
@@ -46,17 +50,34 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def train_steps(model, dataset, collator, args, device) -> dict:
-    """Warm-up steps, then `args.steps` timed optimizer steps; tokens counted from the masks."""
+def epoch_batches(dataset, args, grouped: bool) -> list[list[int]]:
+    """One epoch's batches of example indices, in the order the fine-tune would take them.
+
+    grouped: transformers' LengthGroupedSampler (`--group_by_length`), else a random
+    permutation, as Trainer's default sampler draws it.
+    """
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
     gen = torch.Generator().manual_seed(args.seed)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, shuffle=True, generator=gen,
-                                         collate_fn=collator, drop_last=False)
-    batches = itertools.cycle(loader)
+    lengths = [len(e) for e in dataset.examples]
+    order = list(LengthGroupedSampler(args.batch_size, lengths=lengths, generator=gen)) if grouped else \
+        torch.randperm(len(lengths), generator=gen).tolist()
+    return [order[i:i + args.batch_size] for i in range(0, len(order), args.batch_size)]
+
+
+def train_steps(model, dataset, batches, collator, args, device) -> dict:
+    """`args.steps` timed optimizer steps on batches spread evenly over the epoch (the middle of
+    each of `steps` equal stretches), after untimed warm-up steps on the first of them. Tokens
+    are counted from the masks. The epoch's padding share and its computed positions are exact
+    (all its batches, none run); its time is estimated as those positions / the positions per
+    second of the timed steps (a step's time grows about linearly with its positions; a few
+    timed steps would estimate a length-grouped epoch's mix of short and long batches poorly)."""
+    picked = [batches[int((i + 0.5) * len(batches) / args.steps)] for i in range(args.steps)]
     opt = torch.optim.AdamW(model.parameters(), lr=args.learning_rate)
     model.train()
 
-    def step():
-        batch = {k: v.to(device) for k, v in next(batches).items()}
+    def step(rows):
+        batch = {k: v.to(device) for k, v in collator([dataset[i] for i in rows]).items()}
         loss = model(**batch).loss
         loss.backward()
         loss = loss.detach()
@@ -65,16 +86,20 @@ def train_steps(model, dataset, collator, args, device) -> dict:
         return batch, loss.item()
 
     for _ in range(args.warmup_steps):
-        step()
+        step(picked[0])
     real = slots = 0
     losses = []
     with Phase(device) as phase:
-        for _ in range(args.steps):
-            batch, loss = step()
+        for rows in picked:
+            batch, loss = step(rows)
             real += int(batch["attention_mask"].sum())
             slots += batch["attention_mask"].numel()
             losses.append(loss)
+    lengths = [[len(dataset.examples[i]) for i in rows] for rows in batches]
+    epoch_real, epoch_slots = sum(map(sum, lengths)), sum(max(b) * len(b) for b in lengths)
     return {"wall_s": phase.wall, "real_tokens": real, "token_slots": slots, "padding_share": 1 - real / slots,
+            "epoch_padding_share": 1 - epoch_real / epoch_slots, "epoch_batches": len(batches),
+            "epoch_token_slots": epoch_slots, "epoch_s_estimate": epoch_slots / (slots / phase.wall),
             "tokens_per_s": real / phase.wall, "slots_per_s": slots / phase.wall,
             "steps_per_s": args.steps / phase.wall, "peak_mb": phase.peak_mb, "first_loss": losses[0],
             "last_loss": losses[-1], "other_cpu_share": phase.other_cpu_share, "memory_method": phase.memory_method}
@@ -94,7 +119,7 @@ def main(argv=None) -> dict:
     texts = read_lmflow(args.data)
     tok = load_tokenizer(spec, padding_side="right")
     padded = TextDataset(texts, tok, args.block_size)
-    layouts = {"padded": padded, "packed": PackedDataset(padded.examples, args.block_size)}
+    layouts = {"padded": padded, "grouped": padded, "packed": PackedDataset(padded.examples, args.block_size)}
     collator = PadCollator(tok.pad_token_id)
     mm = matmul_rate(torch.float32, device, args.matmul_size, args.matmul_seconds)
     results = {}
@@ -102,10 +127,10 @@ def main(argv=None) -> dict:
         set_seed(args.seed)
         model = AutoModelForCausalLM.from_pretrained(materialize(spec), dtype=torch.float32).to(device)
         counts = param_counts(model)
-        r = train_steps(model, dataset, collator, args, device)
+        r = train_steps(model, dataset, epoch_batches(dataset, args, grouped=name == "grouped"), collator, args,
+                        device)
         r["sequences"] = len(dataset)
         r["dataset_tokens"] = dataset.num_tokens
-        r["epoch_s_estimate"] = dataset.num_tokens / r["tokens_per_s"]
         # 6 x N per token (forward 2N, backward 4N) with N the parameters a token is multiplied by;
         # every position computes logits in training, so the output matrix counts too
         flops = 6 * (counts["body"] + counts["lm_head"]) * r["real_tokens"]
@@ -119,20 +144,29 @@ def main(argv=None) -> dict:
            "packed_dropped_tokens": layouts["packed"].dropped_tokens,
            "flops_rule": "useful FLOPs = 6 x (all parameters but the input embedding) x real tokens",
            "tokens_per_s_ratio": results["packed"]["tokens_per_s"] / results["padded"]["tokens_per_s"],
+           "epoch_ratio_grouped": results["padded"]["epoch_s_estimate"] / results["grouped"]["epoch_s_estimate"],
+           "epoch_ratio_packed": results["padded"]["epoch_s_estimate"] / results["packed"]["epoch_s_estimate"],
+           # the part of the grouped gain that is fewer computed positions alone
+           "epoch_positions_ratio_grouped": results["padded"]["epoch_token_slots"]
+           / results["grouped"]["epoch_token_slots"],
            **results}
     write_result(args.output, out)
     rows = [("real tokens/s", *(f"{results[k]['tokens_per_s']:.0f}" for k in layouts)),
-            ("padding share", *(f"{results[k]['padding_share']:.1%}" for k in layouts)),
+            ("padding share, timed steps", *(f"{results[k]['padding_share']:.1%}" for k in layouts)),
+            ("padding share, whole epoch", *(f"{results[k]['epoch_padding_share']:.1%}" for k in layouts)),
             ("steps/s", *(f"{results[k]['steps_per_s']:.3f}" for k in layouts)),
-            ("sequences", *(str(results[k]["sequences"]) for k in layouts)),
+            ("sequences / batches", *(f"{results[k]['sequences']} / {results[k]['epoch_batches']}" for k in layouts)),
+            ("positions computed, whole epoch", *(f"{results[k]['epoch_token_slots']:,}" for k in layouts)),
             ("one epoch, s (est.)", *(f"{results[k]['epoch_s_estimate']:.0f}" for k in layouts)),
             ("useful matmul share", *(f"{results[k]['matmul_fraction']:.1%}" for k in layouts)),
             ("peak memory MB", *(f"{results[k]['peak_mb']:.0f}" for k in layouts))]
     print(f"finetune: {args.model}, {len(texts)} texts, batch {args.batch_size}, block {args.block_size}, "
           f"{args.steps} steps each, {out['machine']['cpu']}, {out['torch_threads']} torch threads")
-    print(table(rows, ("", "padded (default)", "packed")))
-    print(f"packed/padded tokens per second: {out['tokens_per_s_ratio']:.2f}x; packing drops "
-          f"{out['packed_dropped_tokens']} tokens and can split a question from its label (SPEC.md)")
+    print(table(rows, ("", "padded (default)", "grouped (--group_by_length)", "packed (--packing)")))
+    print(f"one epoch, padded / grouped: {out['epoch_ratio_grouped']:.2f}x (positions alone: "
+          f"{out['epoch_positions_ratio_grouped']:.2f}x), padded / packed: "
+          f"{out['epoch_ratio_packed']:.2f}x; packing drops {out['packed_dropped_tokens']} tokens and can split a "
+          "question from its label (SPEC.md)")
     return out
 
 

@@ -246,7 +246,7 @@ def write_result(path: str | Path, doc: dict) -> None:
     path.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
 
 
-def table(rows: list[tuple[str, str, str]], head: tuple[str, str, str]) -> str:
-    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(3)]
+def table(rows: list[tuple[str, ...]], head: tuple[str, ...]) -> str:
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
     line = lambda r: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
     return "\n".join([line(head), line(tuple("-" * w for w in widths)), *map(line, rows)])
