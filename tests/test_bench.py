@@ -66,11 +66,11 @@ def test_bench_eval_script(tiny_model_dir, data_dir, tmp_path):
     assert saved["n"] == 3 and doc["identical_answers"] == 1.0 and doc["max_sure_diff"] < 1e-4
 
 
-def test_bench_finetune_script(tiny_model_dir, tmp_path):
+def test_bench_finetune_script(tiny_model_dir, tmp_path, capsys):
     from benchmarks import bench_finetune
 
     data = tmp_path / "train.json"
-    texts = [f"Question: What is {i} plus one? Answer: {i + 1}. I am sure." * (1 + i % 3) for i in range(24)]
+    texts = [f"Question: What is {i} plus one? Answer: {i + 1}. I am sure." * (1 + i % 3) for i in range(96)]
     data.write_text(json.dumps({"type": "text_only", "instances": [{"text": t} for t in texts]}))
     doc = bench_finetune.main(["--model", str(tiny_model_dir), "--data", str(data), "--steps", "1",
                                "--warmup_steps", "0", "--block_size", "64", "--batch_size", "4",
@@ -78,3 +78,9 @@ def test_bench_finetune_script(tiny_model_dir, tmp_path):
                                "--output", str(tmp_path / "ft.json")])
     assert doc["packed"]["padding_share"] == 0.0 < doc["padded"]["padding_share"]
     assert doc["packed"]["tokens_per_s"] > 0 and doc["padded"]["tokens_per_s"] > 0
+    # 96 texts of three lengths (4 groups of 6 batches): grouping leaves less padding than a random order
+    assert doc["grouped"]["epoch_padding_share"] < doc["padded"]["epoch_padding_share"] / 2
+    assert doc["grouped"]["epoch_batches"] == doc["padded"]["epoch_batches"] == 24
+    assert doc["epoch_positions_ratio_grouped"] > 1
+    head = next(line for line in capsys.readouterr().out.splitlines() if "padded (default)" in line)
+    assert "grouped (--group_by_length)" in head and "packed (--packing)" in head
