@@ -250,6 +250,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    if args.packing and args.group_by_length:
+        print("error: --group_by_length has nothing to group with --packing (every block is --block_size "
+              "tokens long); choose one", file=sys.stderr)
+        raise SystemExit(2)
     from transformers import AutoModelForCausalLM, Trainer, TrainingArguments, set_seed
 
     from .models import load_tokenizer, materialize, resolve_model
@@ -281,10 +285,6 @@ def main(argv=None) -> dict:
         model.config.use_cache = False
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     dataset = TextDataset(texts, tokenizer, args.block_size)
-    if args.packing and args.group_by_length:
-        print("error: --group_by_length has nothing to group with --packing (every block is --block_size "
-              "tokens long); choose one", file=sys.stderr)
-        raise SystemExit(2)
     if args.packing:
         try:
             dataset = PackedDataset(dataset.examples, args.block_size)
