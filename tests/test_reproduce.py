@@ -187,3 +187,16 @@ def test_calibration_claim_shows_discrimination_beside_ece(tmp_path):
     study = {"args": {"datasets": "mmlu"}, "results": [unsure, vanilla], "refusal": []}
     ece = [c for c in claims(study, {}) if "ECE (mmlu ID)" in c[0]]
     assert len(ece) == 1 and "AUROC of p(sure) 0.500 vs 0.500" in ece[0][1] and ece[0][2] == "supported"
+
+
+def test_report_without_the_papers_numbers_for_the_study_datasets(tmp_path):
+    """A study of datasets the paper's quoted AP table does not cover says so instead of a table of dashes."""
+    from rtuning.report import render
+
+    study = {"model": "m", "results": [], "refusal": [], "steps": [], "environment": {}, "wall_time_s": 0.0,
+             "out": str(tmp_path), "args": {"datasets": "wice,fever", "limit": None, "test_limit": None,
+                                             "refusal_limit": None, "epochs": 1.0, "learning_rate": 2e-5,
+                                             "train_batch_size": 4, "seed": 42, "vanilla_c_samples": 5}}
+    text = render(study, tmp_path / "results.md")
+    paper = text.split("## The paper's numbers beside ours")[1].split("## The paper's claims")[0]
+    assert "cover none of this study's datasets (wice, fever)" in paper and "| paper model |" not in paper
