@@ -213,10 +213,12 @@ def probe_main(task: str | Task, argv: list[str] | None = None, doc: str | None 
     n_certain = sum(r["certain"] for r in records)
     counts = {"questions": len(records), "certain": n_certain, "uncertain": len(records) - n_certain,
               "greedy_correct": sum(r["correct"] for r in records), "truncated_prompts": run.truncated(records)}
-    wall = store.elapsed()  # with the time of the earlier runs it resumed, finished or killed
+    # with the time of the earlier runs it resumed, finished or killed; rounded as recorded, so
+    # that a rerun that computes nothing reports the same rate
+    wall = round(store.elapsed(), 2)
     store.finish(counts=counts, wall_time_s=round(wall, 2), training_data=str(data_path))
     print(json.dumps({"training_data": str(data_path), **counts, "wall_time_s": round(wall, 1)}, indent=2))
-    return {**counts, "training_data": str(data_path), "wall_time_s": wall}
+    return {**counts, "training_data": str(data_path), "wall_time_s": wall, "reused": store.reused}
 
 
 SUMMARY_COLUMNS = [
@@ -233,7 +235,7 @@ REFUSAL_COLUMNS = [
 
 def evaluate_main(task: str | Task, argv: list[str] | None = None, doc: str | None = None) -> dict:
     """`evaluation/run_<dataset>.py`: answers, confidences and the summary table."""
-    from .metrics import auroc, average_precision, expected_calibration_error, format_table, summarize
+    from .metrics import auroc, average_precision, expected_calibration_error, format_table, nan_to_none, summarize
     from .pipeline import evaluate
     from .refusal import refusal_summary
 
@@ -263,7 +265,9 @@ def evaluate_main(task: str | Task, argv: list[str] | None = None, doc: str | No
     if not run.procs.is_main:
         return {}
     store.write_merged(records)
-    wall = store.elapsed()  # with the time of the earlier runs it resumed, finished or killed
+    # with the time of the earlier runs it resumed, finished or killed; rounded as recorded, so
+    # that a rerun that computes nothing reports the same rate
+    wall = round(store.elapsed(), 2)
     row = {"result": result, "task": task.name, "domain": args.domain, "model": args.model}
     if task.kind == "refusal":
         summary = refusal_summary(records, answerable=args.domain == "answerable")
@@ -276,8 +280,8 @@ def evaluate_main(task: str | Task, argv: list[str] | None = None, doc: str | No
         summary["match"] = args.match
         if args.num_samples:
             # Vanilla-C: rank by low answer entropy
-            summary["ap_neg_entropy"] = average_precision([r["correct"] for r in records],
-                                                          [-r["entropy"] for r in records])
+            summary["ap_neg_entropy"] = nan_to_none(average_precision([r["correct"] for r in records],
+                                                          [-r["entropy"] for r in records]))
         summary["ece_sure_prob"] = expected_calibration_error([r["correct"] for r in records],
                                                               [r["sure_prob"] for r in records])
         summary["auroc_sure_prob"] = auroc([r["correct"] for r in records], [r["sure_prob"] for r in records])
@@ -298,4 +302,4 @@ def evaluate_main(task: str | Task, argv: list[str] | None = None, doc: str | No
     print(format_table([row], columns))
     if summary_doc["truncated_prompts"]:
         print(f"{summary_doc['truncated_prompts']} prompts were cut to --max_prompt_tokens {run.max_prompt_tokens}")
-    return summary_doc
+    return {**summary_doc, "reused": store.reused}

@@ -83,7 +83,8 @@ def mixed_score(answer_conf: Sequence[float], sure_prob: Sequence[float], weight
     return weight * np.asarray(answer_conf, dtype=np.float64) + (1 - weight) * np.asarray(sure_prob, dtype=np.float64)
 
 
-def _nan_to_none(x: float) -> float | None:
+def nan_to_none(x: float) -> float | None:
+    """None for an undefined metric (NaN): JSON has no NaN, and tables show None as "-"."""
     return None if x is None or (isinstance(x, float) and math.isnan(x)) else x
 
 
@@ -106,7 +107,7 @@ def summarize(correct: Sequence[int], answer_conf: Sequence[float], sure_prob: S
         "mean_answer_conf": float(conf.mean()) if n else float("nan"),
         "mean_sure_prob": float(sure.mean()) if n else float("nan"),
     }
-    return {k: _nan_to_none(v) for k, v in out.items()}
+    return {k: nan_to_none(v) for k, v in out.items()}
 
 
 def expected_calibration_error(labels: Sequence[int], probs: Sequence[float], bins: int = 15) -> float | None:

@@ -156,9 +156,15 @@ class RunStore:
         self._t0 = time.time()
         write_json(self.meta_path, self.meta)
 
+    @property
+    def reused(self) -> bool:
+        """True for a rerun that found every record done and computed none (so far)."""
+        return bool(self.resumed) and len(self.done) == self.resumed
+
     def elapsed(self) -> float:
-        """Wall time of this run plus that of the earlier runs it resumed."""
-        return self._before + time.time() - self._t0
+        """Wall time of this run plus that of the earlier runs it resumed; a rerun that computes
+        no record (it found them all done) adds nothing: loading the model to check is not work."""
+        return self._before + (0.0 if self.reused else time.time() - self._t0)
 
     def append(self, records: list[dict]) -> None:
         with open(self.append_path, "a", encoding="utf-8") as f:

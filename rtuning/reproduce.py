@@ -28,7 +28,7 @@ import threading
 import time
 from pathlib import Path
 
-from .metrics import average_precision
+from .metrics import average_precision, nan_to_none
 from .records import REPO_ROOT, environment, file_sha256, git_commit, read_json, read_jsonl, write_json
 
 METHODS = ("vanilla", "unsure", "uncertain", "unknown")
@@ -153,7 +153,10 @@ class Study:
         result = fn()
         wall = round(time.time() - t0, 2)
         work = result.get("wall_time_s") if isinstance(result, dict) else None
-        self.steps.append({"step": name, "wall_time_s": wall, "work_s": round(work if work is not None else wall, 2)})
+        step = {"step": name, "wall_time_s": wall, "work_s": round(work if work is not None else wall, 2)}
+        if isinstance(result, dict) and result.get("reused"):
+            step["reused"] = True  # every record was there: this invocation only checked
+        self.steps.append(step)
         return result
 
     # -- training data -----------------------------------------------------------------
@@ -241,6 +244,7 @@ class Study:
         if limit:
             args += ["--sample", str(limit)]
         summary = self.step(f"evaluate {label} on {dataset} {domain}", lambda: evaluate_main(dataset, args))
+        summary.pop("reused", None)  # the step's, not the result's
         return {"model": label, "dataset": dataset, "domain": domain, **summary}
 
     def write(self, rows, refusal_rows, thresholds, t0: float, complete: bool = False,
@@ -384,7 +388,8 @@ def pretrain_t(records_path: Path, threshold: float) -> dict:
         "pretrain_t_threshold": threshold,
         "pretrain_t_answer_rate": len(answered) / len(recs) if recs else None,
         "pretrain_t_accuracy_answered": (sum(r["correct"] for r in answered) / len(answered)) if answered else None,
-        "pretrain_t_ap": average_precision([r["correct"] for r in recs], [r["answer_conf"] for r in recs]),
+        "pretrain_t_ap": nan_to_none(average_precision([r["correct"] for r in recs],
+                                                       [r["answer_conf"] for r in recs])),
     }
 
 

@@ -99,6 +99,11 @@ def test_evaluation_outputs_and_resume(env_data, tiny_model_dir, tmp_path, monke
     assert saved["wall_time_s"] > killed["wall_time_s"]
     # the rate is over the whole time (wall_time_s is rounded to 0.01 s)
     assert 9 / (saved["wall_time_s"] + 0.005) <= saved["questions_per_s"] <= 9 / (saved["wall_time_s"] - 0.005)
+    # a rerun that finds every record done computes nothing and adds no time
+    again = evaluate_main("pararel", eval_args(tiny_model_dir, broken, "--domain", "OOD"))
+    assert again["reused"] and not summary["reused"]
+    assert again["wall_time_s"] == saved["wall_time_s"]
+    assert json.loads((broken / "e_OOD.summary.json").read_text())["wall_time_s"] == saved["wall_time_s"]
 
 
 def test_rerun_with_other_settings_is_refused(env_data, tiny_model_dir, tmp_path, capsys):

@@ -68,6 +68,12 @@ def test_quick_study_and_report(tiny_model_dir, data_dir, tmp_path, monkeypatch)
     assert len(tunes) == 4 and all(s["reused"] and s["wall_time_s"] == 0 and s["work_s"] > 0 for s in tunes)
     first = {s["step"]: s for s in study["steps"]}
     assert all(s["work_s"] == first[s["step"]]["work_s"] for s in tunes)  # the first run's time, kept
+    # so is every probe's and evaluation's: checking that their records are all there is not work
+    assert all(s.get("reused") and s["work_s"] == first[s["step"]]["work_s"] for s in again["steps"])
+    assert not any(s.get("reused") for s in study["steps"])
+    assert again["results"] == study["results"]
+    # strict JSON: an undefined metric (here every AP: the tiny model gets nothing right) is null
+    json.loads((out / "study.json").read_text(), parse_constant=lambda c: pytest.fail(f"{c} in study.json"))
     # the study's history: both invocations, the first as it was recorded
     assert [r["complete"] for r in again["invocations"]] == [True, True]
     assert again["invocations"][0] == study["invocations"][0] and again["invocations"][0]["started"]
