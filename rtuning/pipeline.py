@@ -140,9 +140,31 @@ def plan_batches(seqs: Sequence[Sequence[int]], batch_size: int,
     return batches
 
 
+def batch_work(seqs: Sequence[Sequence[int]], batch: Sequence[int], row_tokens: int = 0) -> int:
+    """Tokens a batch costs the engine, for the progress bar: its prompts' distinct prefixes
+    (tree packing computes a prefix that rows share once) plus `row_tokens` a question for what
+    follows the prompt (answer tokens decoded, the sure question).
+
+    Padded prompt tokens overstate batches of prompts that share a few-shot block: replayed on
+    the study's MMLU evaluation, the first tenth of the run promised 67 minutes by padded tokens
+    and 19 by this count; it took 20.
+    """
+    rows = sorted(seqs[i] for i in batch)
+    # each row's last token is its own (its logits are read), even in a repeated prompt
+    shared = sum(min(common_prefix_length(a, b), len(b) - 1) for a, b in zip(rows, rows[1:]))
+    return sum(len(r) for r in rows) - shared + row_tokens * len(rows)
+
+
+def answer_tokens(task: Task, new_tokens: int, answers: int) -> int:
+    """Decoded tokens a question costs at most: none for a letter choice, whose answers (greedy
+    and sampled) all come from one next-token distribution."""
+    return 0 if task.kind == "choice" else new_tokens * answers
+
+
 def run_batches(examples: Sequence[Example], prompts: Sequence[str], tokenizer, batch_size: int,
                 store: RunStore, fn: Callable[[list[int], int], list[dict]], desc: str,
-                max_batch_tokens: int | None = None, procs: Processes = Processes()) -> None:
+                max_batch_tokens: int | None = None, procs: Processes = Processes(),
+                row_tokens: int = 0) -> None:
     """Call fn(batch positions, batch number) on length-sorted batches not yet in the store.
 
     Batches are cut from the full list, so a resumed run computes exactly the batches an
@@ -154,10 +176,10 @@ def run_batches(examples: Sequence[Example], prompts: Sequence[str], tokenizer, 
     plan = plan_batches(seqs, batch_size, max_batch_tokens)
     mine = [(number, b) for number, b in enumerate(plan) if number % procs.world == procs.rank]
     todo = [(number, [i for i in b if examples[i].index not in store.done]) for number, b in mine]
-    # The bar counts padded prompt tokens, not questions: batches run largest first, so a
-    # rate in questions would promise hours during the first (long) batches of a task whose
-    # prompts vary in length (MMLU: 16 minutes in all, 3 hours at first sight).
-    cost = {number: len(b) * max((len(seqs[i]) for i in b), default=0) for number, b in mine}
+    # The bar counts tokens of work (batch_work), not questions: batches run largest first, so
+    # a rate in questions would promise hours during the first (long) batches of a task whose
+    # prompts vary in length (MMLU: 20 minutes in all, 3 hours at first sight).
+    cost = {number: batch_work(seqs, b, row_tokens) for number, b in mine}
     done = sum(cost[number] for number, b in todo if not b)
     questions, left = sum(len(b) for _, b in mine), sum(len(b) for _, b in todo)
     bar = tqdm(total=sum(cost.values()), initial=done, desc=desc if procs.world == 1 else f"{desc} [{procs.rank}]",
@@ -207,8 +229,9 @@ def probe(runner: TaskRunner, examples: Sequence[Example], store: RunStore, *, m
                 rec["entropy"] = answer_entropy(texts)
         return records
 
+    answers = 1 + (num_try if method == "uncertain" else 0)
     run_batches(examples, prompts, runner.engine.tokenizer, batch_size, store, fn, f"probe {task.name}",
-                max_batch_tokens, procs)
+                max_batch_tokens, procs, row_tokens=answer_tokens(task, task.probe_new_tokens, answers))
     return mark_certain(store.ordered(), method)
 
 
@@ -295,6 +318,8 @@ def evaluate(runner: TaskRunner, examples: Sequence[Example], store: RunStore, *
                 rec["samples"], rec["entropy"] = texts, answer_entropy(texts)
         return records
 
+    sure_tokens = len(runner.engine.tokenizer(f".{SURE_QUESTION} I am", add_special_tokens=False).input_ids)
     run_batches(examples, prompts, runner.engine.tokenizer, batch_size, store, fn, f"eval {task.name}",
-                max_batch_tokens, procs)
+                max_batch_tokens, procs,
+                row_tokens=sure_tokens + answer_tokens(task, task.eval_new_tokens, 1 + num_samples))
     return store.ordered()

@@ -82,3 +82,13 @@ def test_batch_plan_groups_shared_prefixes_and_respects_caps():
     # no shared block: plain longest-first order, as before
     plain = plan_batches([[i] * n for i, n in enumerate([3, 9, 5, 7])], batch_size=2)
     assert plain == [[1, 3], [2, 0]]
+
+
+def test_batch_work_counts_a_shared_block_once():
+    from rtuning.pipeline import batch_work
+
+    shots = list(range(100, 140))
+    seqs = [shots + [i] * (1 + i % 5) for i in range(6)] + [shots + [0]]  # the last repeats the first
+    # the block once, each row's own tokens, one token for the repeat, 3 tokens a row after the prompt
+    assert batch_work(seqs, range(7), row_tokens=3) == 40 + sum(1 + i % 5 for i in range(6)) + 1 + 3 * 7
+    assert batch_work(seqs, [2], row_tokens=0) == 43
