@@ -216,7 +216,7 @@ def probe_main(task: str | Task, argv: list[str] | None = None, doc: str | None 
     # with the time of the earlier runs it resumed, finished or killed; rounded as recorded, so
     # that a rerun that computes nothing reports the same rate
     wall = round(store.elapsed(), 2)
-    store.finish(counts=counts, wall_time_s=round(wall, 2), training_data=str(data_path))
+    store.finish(counts=counts, wall_time_s=wall, training_data=str(data_path))
     print(json.dumps({"training_data": str(data_path), **counts, "wall_time_s": round(wall, 1)}, indent=2))
     return {**counts, "training_data": str(data_path), "wall_time_s": wall, "reused": store.reused}
 
@@ -280,15 +280,15 @@ def evaluate_main(task: str | Task, argv: list[str] | None = None, doc: str | No
         summary["match"] = args.match
         if args.num_samples:
             # Vanilla-C: rank by low answer entropy
-            summary["ap_neg_entropy"] = nan_to_none(average_precision([r["correct"] for r in records],
-                                                          [-r["entropy"] for r in records]))
+            summary["ap_neg_entropy"] = nan_to_none(average_precision(
+                [r["correct"] for r in records], [-r["entropy"] for r in records]))
         summary["ece_sure_prob"] = expected_calibration_error([r["correct"] for r in records],
                                                               [r["sure_prob"] for r in records])
         summary["auroc_sure_prob"] = auroc([r["correct"] for r in records], [r["sure_prob"] for r in records])
         columns = SUMMARY_COLUMNS
     row.update(summary)
     summary_doc = {**row, "truncated_prompts": run.truncated(records), "max_prompt_tokens": run.max_prompt_tokens,
-                   "num_shots": run.num_shots, "seed": args.seed, "wall_time_s": round(wall, 2),
+                   "num_shots": run.num_shots, "seed": args.seed, "wall_time_s": wall,
                    "questions_per_s": round(len(records) / wall, 3) if wall else None,
                    "records_file": str(stem.with_suffix(".jsonl")),
                    # the code that computed the records (the last commit that added any), not that of
@@ -298,7 +298,7 @@ def evaluate_main(task: str | Task, argv: list[str] | None = None, doc: str | No
     if task.kind != "refusal":
         summary_doc["results_file"] = str(stem.with_suffix(".json"))
     write_json(stem.with_suffix(".summary.json"), summary_doc)
-    store.finish(summary=summary, wall_time_s=round(wall, 2))
+    store.finish(summary=summary, wall_time_s=wall)
     print(format_table([row], columns))
     if summary_doc["truncated_prompts"]:
         print(f"{summary_doc['truncated_prompts']} prompts were cut to --max_prompt_tokens {run.max_prompt_tokens}")
