@@ -74,4 +74,16 @@ if [ "$cpu" = 1 ]; then
     launch=(--cpu "${rest[@]}")
   fi
 fi
+# accelerate launch sets OMP_NUM_THREADS=1 for every process it starts unless told otherwise
+# (only its --cpu mode counts cores): a fine-tune on a CPU would leave all but one core idle.
+# Unless OMP_NUM_THREADS is set, each process gets its share of the cores this job may use.
+if [ -z "${OMP_NUM_THREADS:-}" ]; then
+  if [ -n "$config" ] && [ "$nproc" = 1 ]; then
+    from_config=$(sed -n 's/^num_processes:[[:space:]]*\([0-9][0-9]*\).*/\1/p' "$config")
+    nproc="${from_config:-1}"
+  fi
+  cores=$(nproc)  # the command: cores this job may use; $nproc is the number of processes
+  threads=$(( cores / nproc ))
+  launch+=(--num_cpu_threads_per_process "$(( threads > 0 ? threads : 1 ))")
+fi
 exec "$py" -m accelerate.commands.launch "${launch[@]}" -m rtuning.finetune "${args[@]}"

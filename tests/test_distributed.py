@@ -82,6 +82,7 @@ def test_two_process_finetune(tiny_model_dir, tmp_path, env):
     assert proc.returncode == 0, proc.stderr[-5000:]
     info = json.loads((out / "finetune_args.json").read_text())
     assert info["world_size"] == 2
+    assert info["torch_threads"] == 1  # OMP_NUM_THREADS from the environment wins over the launcher's share
     assert info["steps"] == 16  # 16 examples / (2 per device x 2 processes) x 4 epochs
     losses = [h["loss"] for h in json.loads((out / "training_log.json").read_text()) if "loss" in h]
     assert losses[-1] < losses[0] - 0.5

@@ -21,6 +21,7 @@ def run(cmd, env):
 def test_probe_finetune_evaluate(tiny_model_dir, data_dir, tmp_path):
     env = {**os.environ, "RTUNING_DATA_DIR": str(data_dir), "TOKENIZERS_PARALLELISM": "false",
            "PYTHON": sys.executable}
+    env.pop("OMP_NUM_THREADS", None)
     train_out, model_out, eval_out = tmp_path / "train", tmp_path / "model", tmp_path / "eval"
     run([sys.executable, "training/pararel/run_pararel.py", "--model", str(tiny_model_dir), "--method", "unsure",
          "--limit", "12", "--output_dir", str(train_out), "--result", "pararel"], env)
@@ -30,6 +31,8 @@ def test_probe_finetune_evaluate(tiny_model_dir, data_dir, tmp_path):
          str(train_out), "--output_model_path", str(model_out), "--per_device_train_batch_size", "4"], env)
     info = json.loads((model_out / "finetune_args.json").read_text())
     assert info["examples"] == 12 and info["steps"] == 3 and info["args"]["num_train_epochs"] == 1.0
+    # accelerate alone would start it with OMP_NUM_THREADS=1: one core of however many
+    assert info["torch_threads"] == len(os.sched_getaffinity(0))
     for domain in ("ID", "OOD"):
         out = run([sys.executable, "evaluation/run_pararel.py", "--model", str(model_out), "--domain", domain,
                    "--limit", "10", "--output_dir", str(eval_out), "--result", "tuned"], env)
