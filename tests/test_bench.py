@@ -84,3 +84,26 @@ def test_bench_finetune_script(tiny_model_dir, tmp_path, capsys):
     assert doc["epoch_positions_ratio_grouped"] > 1
     head = next(line for line in capsys.readouterr().out.splitlines() if "padded (default)" in line)
     assert "grouped (--group_by_length)" in head and "packed (--packing)" in head
+
+
+def test_bench_finetune_compares_precisions(tiny_model_dir, tmp_path, capsys):
+    from benchmarks import bench_finetune
+
+    data = tmp_path / "train.json"
+    texts = [f"Question: What is {i} plus one? Answer: {i + 1}. I am sure." for i in range(16)]
+    data.write_text(json.dumps({"type": "text_only", "instances": [{"text": t} for t in texts]}))
+    common = ["--model", str(tiny_model_dir), "--data", str(data), "--steps", "1", "--warmup_steps", "0",
+              "--block_size", "64", "--matmul_seconds", "0.05", "--matmul_size", "256", "--layouts", "padded",
+              "--output", str(tmp_path / "ft.json")]
+    doc = bench_finetune.main([*common, "--dtypes", "fp32,bf16"])
+    fp32, bf16 = doc["padded fp32"], doc["padded bf16"]
+    # the same first batch from the same weights: bf16 autocast really ran (a different loss), and
+    # computed the same thing to bf16's precision
+    assert fp32["first_loss"] != bf16["first_loss"]
+    assert bf16["first_loss"] == pytest.approx(fp32["first_loss"], rel=0.02)
+    assert set(doc["matmul_by_dtype"]) == {"fp32", "bf16"}
+    assert doc["epoch_ratio_fp32_over"]["bf16"]["padded"] > 0 and doc["epoch_ratio_grouped"] is None
+    assert "fp32 / bf16: padded" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        bench_finetune.main([*common, "--dtypes", "fp8"])
+    assert "--dtypes: unknown fp8" in capsys.readouterr().err
