@@ -318,8 +318,9 @@ def main(argv=None) -> dict:
         train_sampling_strategy="group_by_length" if args.group_by_length else "random",
     )
     resume = find_checkpoint(out, args.resume_from_checkpoint)
-    if resume and getattr(model.config, "tie_word_embeddings", False):
-        # the checkpoint stores the shared matrix once; loading it restores both uses
+    if resume and not args.lora and getattr(model.config, "tie_word_embeddings", False):
+        # the checkpoint stores the shared matrix once; loading it restores both uses (a LoRA
+        # checkpoint holds the adapters alone and draws no such warning)
         print(f"resuming from {resume}: the output layer shares the embedding weights, so a transformers "
               "warning that lm_head.weight is missing from the checkpoint is harmless", file=sys.stderr)
     t0, before = time.time(), time_before(resume)
