@@ -192,15 +192,22 @@ class Study:
 
     # -- fine-tuning -------------------------------------------------------------------
 
-    def finetune(self, dataset: str, method: str, data: Path) -> Path:
+    def finetune_plan(self, dataset: str, method: str, data: Path) -> tuple[Path, list[str], str]:
+        """The fine-tune's output folder, its launcher flags and its key: a hash of the flags and
+        of the training data, which a finished model and a started one's checkpoints carry."""
         a = self.args
         target = self.out / "models" / f"{dataset}_{method}"
         flags = ["--model_name_or_path", a.model, "--dataset_path", str(data), "--output_model_path", str(target),
                  "--num_train_epochs", str(a.epochs), "--learning_rate", str(a.learning_rate),
                  "--per_device_train_batch_size", str(a.train_batch_size), "--seed", str(a.seed),
                  "--dtype", a.finetune_dtype]
-        key = hashlib.sha256(json.dumps([flags, file_sha256(data)]).encode()).hexdigest()
+        return target, flags, hashlib.sha256(json.dumps([flags, file_sha256(data)]).encode()).hexdigest()
+
+    def finetune(self, dataset: str, method: str, data: Path) -> Path:
+        a = self.args
+        target, flags, key = self.finetune_plan(dataset, method, data)
         marker, timing = target / "study_key.txt", target / "study_time.json"
+        started = target / "study_key_started.txt"  # the settings its checkpoints were trained with
         name = f"fine-tune {dataset} {method}"
         if marker.is_file() and marker.read_text() == key:
             print(f"== {name}: done before, skipped", file=sys.stderr)
@@ -214,6 +221,17 @@ class Study:
                   "--resume_from_checkpoint"] if a.checkpoint_steps > 0 else []
 
         def run():
+            # a checkpoint left by a fine-tune with other settings (flags or data, e.g. a study
+            # rerun with another --finetune_dtype) would carry them on: the trainer resumes its
+            # weights, optimizer and schedule whatever the new flags say. Those start over.
+            stale = sorted(target.glob("checkpoint-*"))
+            if stale and started.is_file() and started.read_text() != key:
+                print(f"== {name}: {', '.join(c.name for c in stale)} in {target} came from other settings; "
+                      "starting over", file=sys.stderr)
+                for checkpoint in stale:
+                    shutil.rmtree(checkpoint)
+            target.mkdir(parents=True, exist_ok=True)
+            started.write_text(key)
             t0 = time.time()
             # the launcher runs under this interpreter, whether or not its environment is activated
             env = {**os.environ, "PYTHON": os.environ.get("PYTHON", sys.executable)}

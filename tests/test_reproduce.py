@@ -1,6 +1,7 @@
 """The study driver's quick preset on a tiny model, the report, and the baselines' pure parts."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -206,3 +207,43 @@ def test_report_without_the_papers_numbers_for_the_study_datasets(tmp_path):
     text = render(study, tmp_path / "results.md")
     paper = text.split("## The paper's numbers beside ours")[1].split("## The paper's claims")[0]
     assert "cover none of this study's datasets (wice, fever)" in paper and "| paper model |" not in paper
+
+
+def test_a_fine_tune_resumes_only_checkpoints_of_its_own_settings(tmp_path, monkeypatch, capsys):
+    import subprocess
+
+    import rtuning.reproduce as rep
+
+    data = tmp_path / "train.json"
+    data.write_text(json.dumps({"type": "text_only", "instances": [{"text": "Q A. I am sure."}]}))
+    seen = []
+
+    def launcher(cmd, check, env):  # notes what the fine-tune would find to resume from
+        out = Path(cmd[cmd.index("--output_model_path") + 1])
+        seen.append(sorted(c.name for c in out.glob("checkpoint-*")))
+        (out / "finetune_args.json").write_text(json.dumps({"wall_time_s": 1.0}))
+        return subprocess.CompletedProcess(cmd, 0)
+
+    monkeypatch.setattr(rep.subprocess, "run", launcher)
+    study = lambda dtype: rep.Study(rep.parse_args(["--out", str(tmp_path / "s"), "--finetune_dtype", dtype,
+                                                    "--checkpoint_steps", "50"]), [])
+    target, _, bf16_key = study("bf16").finetune_plan("pararel", "vanilla", data)
+
+    def killed_at_step_50(key):
+        (target / "checkpoint-50").mkdir(parents=True)
+        (target / "study_key_started.txt").write_text(key)
+        (target / "study_key.txt").unlink(missing_ok=True)
+
+    killed_at_step_50(bf16_key)
+    study("bf16").finetune("pararel", "vanilla", data)  # the same settings: resumed at step 50
+    assert seen[-1] == ["checkpoint-50"] and "other settings" not in capsys.readouterr().err
+    killed_at_step_50(bf16_key)
+    study("fp32").finetune("pararel", "vanilla", data)  # another precision: not bf16's checkpoint
+    assert seen[-1] == [] and "checkpoint-50 in" in capsys.readouterr().err
+    assert (target / "study_key_started.txt").read_text() == study("fp32").finetune_plan("pararel", "vanilla", data)[2]
+    # a folder from before the settings were recorded: its checkpoints are trusted, as they were
+    (target / "study_key.txt").unlink()
+    (target / "study_key_started.txt").unlink()
+    (target / "checkpoint-100").mkdir()
+    study("fp32").finetune("pararel", "vanilla", data)
+    assert seen[-1] == ["checkpoint-100"]
