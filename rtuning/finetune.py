@@ -7,6 +7,7 @@ Flags follow LMFlow's run_finetune.sh; defaults follow the paper (1 epoch, lr 2e
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import time
@@ -156,18 +157,49 @@ def _portable_adapter(folder: Path, base: str) -> None:
 TIME_FILE = "rtuning_time.json"
 
 
-def _time_callback(t0: float, before: float):
-    """Writes the training time so far (earlier invocations included) into each checkpoint, so
-    a fine-tune resumed after a kill still reports what it cost in all."""
+def _time_callback(t0: float, before: float, settings: dict):
+    """Writes the training time so far (earlier invocations included) and the settings that
+    shape the weights into each checkpoint, so a fine-tune resumed after a kill still reports
+    what it cost in all, and is resumed only under the settings it was trained with."""
     from transformers import TrainerCallback
 
     class TrainingTime(TrainerCallback):
         def on_save(self, args, state, control, **kwargs):
             folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
             if state.is_world_process_zero and folder.is_dir():
-                write_json(folder / TIME_FILE, {"train_time_s": round(before + time.time() - t0, 2)})
+                write_json(folder / TIME_FILE, {"train_time_s": round(before + time.time() - t0, 2),
+                                                "settings": settings})
 
     return TrainingTime()
+
+
+# arguments that do not change the trained weights: a checkpoint resumes whatever they are
+NOT_SHAPING = {"dataset_path", "output_model_path", "logging_steps", "save_steps", "save_total_limit",
+               "resume_from_checkpoint", "dataloader_num_workers", "gradient_checkpointing", "merge_lora", "dtype"}
+
+
+def training_settings(args, dtype: str, texts: list[str], world_size: int) -> dict:
+    """What shapes the weights: the arguments, the precision as resolved, the training texts
+    (their hash, wherever the file lies) and the number of processes (the global batch)."""
+    settings = {k: v for k, v in sorted(vars(args).items()) if k not in NOT_SHAPING}
+    return {**settings, "precision": dtype, "world_size": world_size,
+            "texts_sha256": hashlib.sha256(json.dumps(texts).encode()).hexdigest()}
+
+
+def check_resumable(checkpoint: str, settings: dict) -> None:
+    """Refuse to resume a checkpoint trained under other settings: the trainer would carry on
+    its weights, optimizer and schedule as if the new flags had been used from the start.
+    Checkpoints written before settings were recorded are resumed as before."""
+    path = Path(checkpoint) / TIME_FILE
+    then = json.loads(path.read_text()).get("settings") if path.is_file() else None
+    if then is None:
+        return
+    changed = [f"{k}: {then.get(k)!r} there, {settings.get(k)!r} now" for k in sorted(set(then) | set(settings))
+               if then.get(k) != settings.get(k)]
+    if changed:
+        print(f"error: {checkpoint} was trained with other settings ({'; '.join(changed)}); resume with the "
+              "same ones, or train into a new --output_model_path", file=sys.stderr)
+        raise SystemExit(2)
 
 
 def time_before(checkpoint: str | None) -> float:
@@ -318,6 +350,9 @@ def main(argv=None) -> dict:
         train_sampling_strategy="group_by_length" if args.group_by_length else "random",
     )
     resume = find_checkpoint(out, args.resume_from_checkpoint)
+    settings = training_settings(args, dtype, texts, targs.world_size)
+    if resume:
+        check_resumable(resume, settings)
     if resume and not args.lora and getattr(model.config, "tie_word_embeddings", False):
         # the checkpoint stores the shared matrix once; loading it restores both uses (a LoRA
         # checkpoint holds the adapters alone and draws no such warning)
@@ -326,7 +361,7 @@ def main(argv=None) -> dict:
     t0, before = time.time(), time_before(resume)
     trainer = Trainer(model=model, args=targs, train_dataset=dataset,
                       data_collator=PadCollator(tokenizer.pad_token_id), processing_class=tokenizer,
-                      callbacks=[_time_callback(t0, before)])
+                      callbacks=[_time_callback(t0, before, settings)])
     result = trainer.train(resume_from_checkpoint=resume)
     wall = time.time() - t0
     if args.lora and args.merge_lora:

@@ -153,7 +153,13 @@ def test_killed_run_resumes_from_its_checkpoint(tiny_model_dir, tmp_path, monkey
         return real(self, *a, **k)
 
     monkeypatch.setattr(Trainer, "training_step", counted)
-    capsys.readouterr()
+    # resuming under another learning rate would carry on the old run's weights and schedule
+    other = [*common[:common.index("--learning_rate")], "--learning_rate", "1e-3",
+             *common[common.index("--learning_rate") + 2:]]
+    with pytest.raises(SystemExit) as e:
+        main([*other, "--output_model_path", str(tmp_path / "broken"), "--resume_from_checkpoint"])
+    assert e.value.code == 2 and done["n"] == 0
+    assert "learning_rate: 0.005 there, 0.001 now" in capsys.readouterr().err
     resumed = main([*common, "--output_model_path", str(tmp_path / "broken"), "--resume_from_checkpoint"])
     assert resumed["resumed_from"].endswith("checkpoint-2")
     # the tiny model ties its output layer to the embeddings: the run says why transformers'
