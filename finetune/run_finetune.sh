@@ -58,10 +58,11 @@ else
 fi
 # accelerate's --cpu starts a single process whatever --num_processes says; several CPU
 # processes go through the multi-process (torchrun) launcher and a gloo process group.
-nproc=1; cpu=0; rest=()
+nproc=1; machines=1; cpu=0; rest=()
 for ((i = 0; i < ${#launch[@]}; i++)); do
   case "${launch[$i]}" in
     --num_processes) nproc="${launch[$((i + 1))]}"; rest+=("${launch[$i]}") ;;
+    --num_machines) machines="${launch[$((i + 1))]}"; rest+=("${launch[$i]}") ;;
     --cpu) cpu=1; continue ;;
     *) rest+=("${launch[$i]}") ;;
   esac
@@ -76,14 +77,16 @@ if [ "$cpu" = 1 ]; then
 fi
 # accelerate launch sets OMP_NUM_THREADS=1 for every process it starts unless told otherwise
 # (only its --cpu mode counts cores): a fine-tune on a CPU would leave all but one core idle.
-# Unless OMP_NUM_THREADS is set, each process gets its share of the cores this job may use.
+# Unless OMP_NUM_THREADS is set, each process gets its share of this machine's cores.
 if [ -z "${OMP_NUM_THREADS:-}" ]; then
-  if [ -n "$config" ] && [ "$nproc" = 1 ]; then
-    from_config=$(sed -n 's/^num_processes:[[:space:]]*\([0-9][0-9]*\).*/\1/p' "$config")
-    nproc="${from_config:-1}"
+  from_config() { sed -n "s/^$1:[[:space:]]*\([0-9][0-9]*\).*/\1/p" "$config"; }
+  if [ -n "$config" ]; then
+    if [ "$nproc" = 1 ]; then nproc="$(from_config num_processes)"; fi
+    if [ "$machines" = 1 ]; then machines="$(from_config num_machines)"; fi
   fi
-  cores=$(nproc)  # the command: cores this job may use; $nproc is the number of processes
-  threads=$(( cores / nproc ))
+  per_machine=$(( ${nproc:-1} / ${machines:-1} ))
+  cores=$(nproc)  # the command: cores this job may use here
+  threads=$(( cores / (per_machine > 0 ? per_machine : 1) ))
   launch+=(--num_cpu_threads_per_process "$(( threads > 0 ? threads : 1 ))")
 fi
 exec "$py" -m accelerate.commands.launch "${launch[@]}" -m rtuning.finetune "${args[@]}"
