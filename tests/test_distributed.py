@@ -120,3 +120,26 @@ def test_launcher_runs_under_PYTHON_without_the_environment_on_PATH(env):
     proc = subprocess.run(args, cwd=REPO, env={**bare, "PYTHON": "/no/such/python"}, capture_output=True,
                           text=True, timeout=60)
     assert proc.returncode == 2 and "/no/such/python" in proc.stderr and "PYTHON" in proc.stderr
+
+
+@pytest.mark.parametrize("flags, processes_here", [
+    ([], 1),
+    (["--num_processes", "2", "--cpu"], 2),
+    (["--accelerate_config", "finetune/configs/ddp.yaml"], 8),  # its num_processes
+    (["--accelerate_config", "finetune/configs/ddp.yaml", "--num_processes", "16", "--num_machines", "2"], 8),
+])
+def test_launcher_shares_this_machines_cores_among_its_processes(tmp_path, env, flags, processes_here):
+    """accelerate launch alone would give every process OMP_NUM_THREADS=1; the launcher passes each
+    process its share of the cores (at least one), unless OMP_NUM_THREADS is set."""
+    stand_in = tmp_path / "python"  # imports like the real interpreter, prints what it would launch
+    stand_in.write_text(f'#!/bin/bash\nif [ "$1" = -c ]; then exec {sys.executable} "$@"; fi\necho "$@"\n')
+    stand_in.chmod(0o755)
+    args = ["bash", "finetune/run_finetune.sh", *flags, "--dataset_path", "d.json", "--output_model_path", "o"]
+    unset = {k: v for k, v in env.items() if k != "OMP_NUM_THREADS"}
+    out = subprocess.run(args, cwd=REPO, env={**unset, "PYTHON": str(stand_in)}, capture_output=True, text=True,
+                         timeout=120, check=True).stdout.split()
+    share = max(1, len(os.sched_getaffinity(0)) // processes_here)
+    assert out[out.index("--num_cpu_threads_per_process") + 1] == str(share)
+    out = subprocess.run(args, cwd=REPO, env={**env, "PYTHON": str(stand_in)}, capture_output=True, text=True,
+                         timeout=120, check=True).stdout
+    assert "--num_cpu_threads_per_process" not in out  # OMP_NUM_THREADS=1 in env: accelerate passes it on
