@@ -326,6 +326,26 @@ def test_packed_letters_equal_plain_letters(varied, data_dir):
         assert p == pytest.approx(q, abs=1e-5)
 
 
+def test_letters_without_the_prompt_cache_skip_gathering_it(varied, data_dir, monkeypatch):
+    import rtuning.engine as engine_module
+    from rtuning.engine import continuation_token
+    from rtuning.tasks import MMLU
+
+    packed, _ = varied
+    seqs = packed.encode([ex.prompt for ex in MMLU.load(data_dir, "ID")[:4]])
+    letters = [continuation_token(packed.tokenizer, "Answer:", c) for c in "ABCD"]
+    built = []
+    real = engine_module._cache_from
+    monkeypatch.setattr(engine_module, "_cache_from", lambda kv: built.append(kv) or real(kv))
+    kept = packed.choose_letter(seqs, letters, keep_prompt_cache=True)
+    assert packed.prompt_cache is not None
+    with_cache = len(built)
+    plain = packed.choose_letter(seqs, letters)
+    assert packed.prompt_cache is None
+    assert len(built) - with_cache == with_cache - 1  # the same passes, less the gathered cache
+    assert plain == kept  # bit for bit: the logits do not depend on the gather
+
+
 def test_suggested_batch_size_follows_the_memory_budget(tiny_engine):
     assert tiny_engine.suggest_batch_size(100, memory_budget=10**12) == 64  # the CPU cap
     assert 1 <= tiny_engine.suggest_batch_size(4000, memory_budget=20 * 2**20) < 64
