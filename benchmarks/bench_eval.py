@@ -1,12 +1,10 @@
-"""Evaluation speed: the original per-question algorithm (a) against the batched engine (b).
+"""Evaluation speed: the original per-question algorithm against our engine, on ParaRel.
 
     python benchmarks/bench_eval.py --model smollm2-135m --limit 128 \
         --data_dir $RTUNING_DATA_DIR --output benchmarks/results/eval_smollm2-135m.json
 
-(a) answers one question at a time: generate(max_new_tokens=5, output_scores=True), the
-scores walked to the first period or end token, then a second generate on the re-encoded sure
-prompt for p(sure). (b) is rtuning.pipeline.evaluate as the evaluation scripts run it. Both
-see the same prompts (shots as rtuning.cli.Setup builds them). See benchmarks/README.md.
+The evaluation half of bench_backends.py with the reference and hf backends (add others with
+--backends). See benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -16,11 +14,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.compare import run_comparison  # noqa: E402
+from benchmarks.bench_backends import main as bench  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict:
-    return run_comparison("eval", argv, __doc__)
+    return bench(["--kinds", "eval", "--backends", "reference,hf", *(argv or sys.argv[1:])])
 
 
 if __name__ == "__main__":

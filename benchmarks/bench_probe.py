@@ -1,11 +1,10 @@
-"""Probing speed: the original per-question greedy 15-token answers (a) against the engine (b).
+"""Probing speed: the original per-question greedy 15-token answers against our engine, on ParaRel.
 
     python benchmarks/bench_probe.py --model smollm2-135m --limit 128 \
         --data_dir $RTUNING_DATA_DIR --output benchmarks/results/probe_smollm2-135m.json
 
-(a) one generate(max_new_tokens=15, output_scores=True) per question, cut at the first period
-or end token; (b) rtuning.pipeline.probe with method "unsure" (training questions by default,
---domain ID/OOD for test questions). See benchmarks/README.md.
+The probing half of bench_backends.py with the reference and hf backends (add others with
+--backends). See benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -15,11 +14,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.compare import run_comparison  # noqa: E402
+from benchmarks.bench_backends import main as bench  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict:
-    return run_comparison("probe", argv, __doc__)
+    return bench(["--kinds", "probe", "--backends", "reference,hf", *(argv or sys.argv[1:])])
 
 
 if __name__ == "__main__":

@@ -78,6 +78,21 @@ def _rss() -> int:
         return _vm_status("VmRSS") or 0
 
 
+def _children_rss() -> int:
+    try:
+        import psutil
+
+        total = 0
+        for child in psutil.Process().children(recursive=True):
+            try:
+                total += child.memory_info().rss
+            except psutil.Error:
+                pass
+        return total
+    except ImportError:
+        return 0
+
+
 def _trim() -> None:
     gc.collect()
     try:  # give freed heap pages back, so one phase's garbage does not hide the next one's growth
@@ -97,13 +112,21 @@ class Phase:
     allocation at the start.
     """
 
-    def __init__(self, device: torch.device):
-        self.device = device
+    def __init__(self, device: torch.device, children: bool = False):
+        # children: the work runs in child processes too (vLLM's engine): count their memory,
+        # on a GPU as the device's memory in use
+        self.device, self.children = device, children
 
     def __enter__(self):
         _trim()
         self.cuda = self.device.type == "cuda"
-        if self.cuda:
+        if self.cuda and self.children:
+            self.base = self._device_used()
+            self.samples = [self.base]
+            self.stop = threading.Event()
+            self.thread = threading.Thread(target=self._sample, daemon=True)
+            self.thread.start()
+        elif self.cuda:
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
             self.base = torch.cuda.memory_allocated(self.device)
@@ -113,7 +136,7 @@ class Phase:
                 self.hwm_reset = True
             except OSError:
                 self.hwm_reset = False
-            self.base = _rss()
+            self.base = self._measure()
             self.samples = [self.base]
             self.stop = threading.Event()
             self.thread = threading.Thread(target=self._sample, daemon=True)
@@ -122,28 +145,42 @@ class Phase:
         self.t0 = time.perf_counter()
         return self
 
+    def _device_used(self) -> int:
+        free, total = torch.cuda.mem_get_info(self.device)
+        return total - free
+
+    def _measure(self) -> int:
+        if self.cuda:
+            return self._device_used()
+        return _rss() + (_children_rss() if self.children else 0)
+
     def _sample(self):
         while not self.stop.wait(0.002):
-            self.samples.append(_rss())
+            self.samples.append(self._measure())
 
     def __exit__(self, *exc):
         if self.cuda:
             torch.cuda.synchronize(self.device)
         self.wall = time.perf_counter() - self.t0
         cpu1 = _cpu_times()
-        if self.cuda:
+        if self.cuda and self.children:
+            self.stop.set()
+            self.thread.join()
+            self.peak_bytes = max(self.samples) - self.base
+            self.memory_method = "the device's memory in use (torch.cuda.mem_get_info), sampled every 2 ms"
+        elif self.cuda:
             self.peak_bytes = torch.cuda.max_memory_allocated(self.device) - self.base
             self.memory_method = "torch.cuda.max_memory_allocated"
         else:
             self.stop.set()
             self.thread.join()
             peak = max(self.samples)
-            hwm = _vm_status("VmHWM") if self.hwm_reset else None
+            hwm = _vm_status("VmHWM") if self.hwm_reset and not self.children else None
             if hwm:
                 peak = max(peak, hwm)
             self.peak_bytes = peak - self.base
-            self.memory_method = "RSS: " + ("VmHWM reset via /proc/self/clear_refs + " if hwm else "") + \
-                "psutil sampling every 2 ms"
+            self.memory_method = "RSS" + (" with child processes" if self.children else "") + ": " + (
+                "VmHWM reset via /proc/self/clear_refs + " if hwm else "") + "psutil sampling every 2 ms"
         ncpu = os.cpu_count() or 1
         own = cpu1["own"] - self.cpu0["own"]
         busy = cpu1["busy"] - self.cpu0["busy"]

@@ -13,6 +13,8 @@ from pathlib import Path
 
 from .records import REPO_ROOT, RunConflict, RunStore, environment, file_sha256, git_commit, write_json
 from .distributed import current as current_processes
+from .backends import BACKENDS
+from .scoring import COMPAT_MODES
 from .tasks import DataError, Shots, Task, get_task
 
 DATA_ENV = "RTUNING_DATA_DIR"
@@ -61,7 +63,33 @@ def base_parser(doc: str | None) -> argparse.ArgumentParser:
     p.add_argument("--match", choices=("substring", "normalized"), default="substring",
                    help="correctness rule: the original case-sensitive substring, or normalised words")
     p.add_argument("--overwrite", action="store_true", help="discard earlier outputs instead of resuming")
+    p.add_argument("--backend", default="auto", choices=("auto", *BACKENDS),
+                   help="inference backend: hf (transformers, batched), vllm (vLLM offline LLM), reference "
+                        "(the original per-question algorithm); auto = vllm when installed with a GPU, else hf")
+    p.add_argument("--tensor_parallel_size", type=int, default=1,
+                   help="GPUs one model is sharded over (vllm backend)")
+    p.add_argument("--gpu_memory_utilization", type=float, default=0.9,
+                   help="share of each GPU's memory vLLM may take (vllm backend)")
+    p.add_argument("--compat", choices=COMPAT_MODES, default="default",
+                   help="scoring rules: default (ours: period stop, the letter token that really follows, "
+                        "the stripped answer in the sure question) or original (the original release's "
+                        "stop id, letter ids, answer spacing and probe reading, to compare with published "
+                        "numbers); see README 'How it differs'")
     return p
+
+
+# Arguments that do not change a run's numbers, so a rerun that changes them may resume: where
+# files go, whether to start over, and how work is split (batch composition, the padded-token
+# cap and the device move results within float rounding; the backend's own settings, dtype
+# included, are part of the key as the backend reports them). Every other argument is part of
+# the resume key by default, so a new option can never be left out of it by mistake.
+NOT_IN_RESUME_KEY = frozenset({"data_dir", "result", "output_dir", "overwrite", "batch_size", "max_batch_tokens",
+                               "device", "device_map", "gpu_memory_utilization", "backend", "dtype"})
+
+
+def resume_key(args: argparse.Namespace) -> dict:
+    """Every argument that can change results, by name (see NOT_IN_RESUME_KEY)."""
+    return {k: v for k, v in sorted(vars(args).items()) if k not in NOT_IN_RESUME_KEY}
 
 
 def _fail(msg: str) -> None:
@@ -73,9 +101,10 @@ class Setup:
     """What a run needs, loaded in order: data first (cheap, catches data errors), then the model."""
 
     def __init__(self, args, task: Task, split: str):
-        from .engine import Engine
-        from .models import load_model, pick_device, pick_dtype, resolve_model
+        from .backends import BackendError, BackendOptions, create_backend, resolve_backend
+        from .models import resolve_model
         from .pipeline import TaskRunner
+        from .scoring import ScoringRules
 
         self.task = task
         examples = task.load(args.data_dir, split)
@@ -99,22 +128,36 @@ class Setup:
         if procs.world > 1 and args.device_map:
             raise DataError("--device_map shards one model over the GPUs; do not combine it with a "
                             "data-parallel launch (one model per process)")
-        device = procs.device if procs.world > 1 else pick_device(args.device)
-        dtype = pick_dtype(args.dtype, device)
+        backend_name = resolve_backend(args.backend)
+        options = BackendOptions(
+            device=args.device, dtype=args.dtype, device_map=args.device_map,
+            tensor_parallel_size=args.tensor_parallel_size, gpu_memory_utilization=args.gpu_memory_utilization,
+            seed=args.seed, extra={"process_device": procs.device if procs.world > 1 else None,
+                                   # room for the prompt, the answer and the sure question after it
+                                   "max_model_len": args.max_prompt_tokens + task.probe_new_tokens + 64})
         t0 = time.time()
         try:
-            model, tok = load_model(spec, device, dtype, device_map=args.device_map)
-        except (OSError, ValueError) as e:
-            raise DataError(f"could not load model {args.model!r} (a registry name, hub id, local folder or "
-                            f".gguf file): {e}") from None
-        print(f"loaded {args.model} on {device} ({dtype}) in {time.time() - t0:.1f}s", file=sys.stderr)
-        context = getattr(model.config, "max_position_embeddings", None) or args.max_prompt_tokens
+            self.backend = backend = create_backend(backend_name, spec, options)
+        except BackendError as e:
+            raise DataError(str(e)) from None
+        settings = backend.settings()
+        print(f"loaded {args.model} with the {backend_name} backend ({settings.get('dtype')}) in "
+              f"{time.time() - t0:.1f}s", file=sys.stderr)
+        context = getattr(backend, "context_length", None) or getattr(
+            getattr(backend, "model", None) and backend.model.config, "max_position_embeddings", None
+        ) or args.max_prompt_tokens
         # leave room for the answer and the sure question that follows it
         self.max_prompt_tokens = min(args.max_prompt_tokens, context - task.probe_new_tokens - 48)
-        self.runner = TaskRunner(Engine(model, tok), task, shots, self.max_prompt_tokens)
+        try:
+            self.rules = ScoringRules.build(backend.tokenizer, args.compat)
+        except ValueError as e:
+            raise DataError(f"{args.model}: {e}") from None
+        self.runner = TaskRunner(backend, task, shots, self.max_prompt_tokens, self.rules)
+        # vLLM schedules tokens itself: a cap on padded tokens per batch only shrinks its calls
+        self.max_batch_tokens = args.max_batch_tokens if getattr(backend, "pads_batches", True) else None
         self.batch_size, batch_source = args.batch_size, "argument"
         if self.batch_size is None:
-            self.batch_size, batch_source = self.suggest_batch_size(), "Engine.suggest_batch_size"
+            self.batch_size, batch_source = self.suggest_batch_size(), f"{backend_name} backend's suggest_batch_size"
         args.batch_size = self.batch_size  # recorded with the other arguments
         data_file = task.path(args.data_dir, split)
         self.info = {
@@ -123,34 +166,35 @@ class Setup:
             "num_shots": self.num_shots, "num_shots_source": "argument" if args.num_shots is not None else
             ("model registry" if spec.entry and recommended else "paper default"),
             "shots_from": shots_task.name, "shots": [s.index for s in shots.pool],
-            "max_prompt_tokens": self.max_prompt_tokens, "device": str(device), "device_map": args.device_map,
+            "max_prompt_tokens": self.max_prompt_tokens, "device": str(getattr(backend, "device", settings.get("device"))),
+            "device_map": args.device_map, "backend": settings, "compat": args.compat,
             "processes": procs.world, "batch_size": self.batch_size, "batch_size_source": batch_source,
-            "dtype": str(dtype).replace("torch.", ""), "git_commit": git_commit(), "environment": environment(),
+            "dtype": settings.get("dtype"), "git_commit": git_commit(), "environment": environment(),
             "argv": sys.argv,
             # covers prompt files, shots and truncation: any change to what the model sees
             "prompts_sha256": hashlib.sha256("\0".join(
                 self.runner.prompt(ex) + "\1" + ex.gold for ex in self.examples).encode()).hexdigest(),
         }
 
-    def suggest_batch_size(self) -> int:
-        """The engine's rule for this task's rows: a long prompt (90th percentile of up to 512
+    def suggest_batch_size(self, backend=None) -> int:
+        """The backend's rule for this task's rows: a long prompt (90th percentile of up to 512
         questions), the longest answer and the sure question after it."""
         sample = self.examples[:: max(1, len(self.examples) // 512)][:512]
         if not sample:
             return 1
-        lengths = sorted(len(ids) for ids in self.runner.engine.encode([self.runner.prompt(ex) for ex in sample]))
+        lengths = sorted(len(ids) for ids in self.runner.encode([self.runner.prompt(ex) for ex in sample]))
         row = lengths[int(0.9 * (len(lengths) - 1))] + self.task.probe_new_tokens + 48
-        return self.runner.engine.suggest_batch_size(min(row, self.max_prompt_tokens + self.task.probe_new_tokens + 48))
+        return (backend or self.backend).suggest_batch_size(
+            min(row, self.max_prompt_tokens + self.task.probe_new_tokens + 48))
 
     def config(self, args, **extra) -> dict:
-        # Everything that changes the numbers; batch size and device only move them within float noise.
-        return {"model": args.model, "data_sha256": self.info["data_sha256"], "split": self.info["split"],
-                "prompts_sha256": self.info["prompts_sha256"],
-                # the engine's arithmetic (prefix sharing, row dropping) changes the last bits and
-                # the sampled answers: never resume one engine's records with another's
-                "engine_version": 2,
-                "limit": args.limit, "sample": args.sample, "seed": args.seed, "num_shots": self.num_shots, "match": args.match,
-                "dtype": self.info["dtype"], "max_prompt_tokens": self.max_prompt_tokens, **extra}
+        """The resume key: every argument unless declared in NOT_IN_RESUME_KEY, plus what the
+        arguments resolved to (data and prompts' hashes, shots, prompt limit, the backend's and
+        the scoring rules' settings)."""
+        return {**resume_key(args), "data_sha256": self.info["data_sha256"], "split": self.info["split"],
+                "prompts_sha256": self.info["prompts_sha256"], "num_shots": self.num_shots,
+                "max_prompt_tokens": self.max_prompt_tokens, "backend": self.backend.settings(),
+                **self.rules.settings(), **extra}
 
     def store(self, stem_records: Path, stem_meta: Path, config: dict, overwrite: bool, info_args) -> RunStore:
         """The run's store on every process; the main one clears (--overwrite) and starts it first."""
@@ -192,16 +236,12 @@ def probe_main(task: str | Task, argv: list[str] | None = None, doc: str | None 
         run = Setup(args, task, "train")
         result = args.result or f"{task.name}_{run.spec.tag}"
         stem = Path(args.output_dir) / f"{result}_{args.method}"
-        extra = {"method": args.method}
-        if args.method == "uncertain":
-            extra.update(num_try=args.num_try, temperature=args.temperature)
-            if task.kind == "choice":
-                extra["letter_samples"] = LETTER_SAMPLES
+        extra = {"letter_samples": LETTER_SAMPLES} if args.method == "uncertain" and task.kind == "choice" else {}
         store = run.store(stem.with_suffix(".records.jsonl"), stem.with_suffix(".meta.json"),
                           run.config(args, **extra), args.overwrite, args)
         records = probe(run.runner, run.examples, store, method=args.method, batch_size=args.batch_size,
                         seed=args.seed, match=args.match, num_try=args.num_try, temperature=args.temperature,
-                        max_batch_tokens=args.max_batch_tokens, procs=run.procs)
+                        max_batch_tokens=run.max_batch_tokens, procs=run.procs)
     except (DataError, RunConflict) as e:
         _fail(str(e))
     if not run.procs.is_main:
@@ -252,13 +292,11 @@ def evaluate_main(task: str | Task, argv: list[str] | None = None, doc: str | No
         run = Setup(args, task, args.domain)
         result = args.result or f"{run.spec.tag}_{task.name}"
         stem = Path(args.output_dir) / f"{result}_{args.domain}"
-        extra = {"num_samples": args.num_samples, "temperature": args.temperature} if args.num_samples else {}
-        if extra and task.kind == "choice":
-            extra["letter_samples"] = LETTER_SAMPLES
+        extra = {"letter_samples": LETTER_SAMPLES} if args.num_samples and task.kind == "choice" else {}
         store = run.store(stem.with_suffix(".jsonl"), stem.with_suffix(".meta.json"), run.config(args, **extra),
                           args.overwrite, args)
         records = evaluate(run.runner, run.examples, store, batch_size=args.batch_size, match=args.match,
-                           max_batch_tokens=args.max_batch_tokens, procs=run.procs,
+                           max_batch_tokens=run.max_batch_tokens, procs=run.procs,
                            num_samples=args.num_samples, temperature=args.temperature, seed=args.seed)
     except (DataError, RunConflict) as e:
         _fail(str(e))

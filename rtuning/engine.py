@@ -13,39 +13,13 @@ continues from the cache of the prompt and the decoded answer (benchmarks/README
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
+from .backends.base import Answer, Sampling, common_prefix_length
 from .models import stop_token_ids
-from .tasks import SURE_QUESTION
-
-
-@dataclass
-class Answer:
-    """A decoded answer: its text, token ids and each chosen token's probability."""
-
-    text: str
-    token_ids: list[int] = field(default_factory=list)
-    token_probs: list[float] = field(default_factory=list)
-    stopped_by: str = "length"  # "period", "eos" or "length"
-
-    @property
-    def confidence(self) -> float:
-        """Geometric mean of the chosen tokens' probabilities; 0 for an empty answer."""
-        if not self.token_probs:
-            return 0.0
-        return math.exp(sum(math.log(max(p, 1e-45)) for p in self.token_probs) / len(self.token_probs))
-
-
-@dataclass(frozen=True)
-class Sampling:
-    """Sampling settings; the generator makes the draw reproducible."""
-
-    temperature: float = 0.7
-    top_k: int = 50  # transformers' generate default, which the original release inherited
-    generator: torch.Generator | None = None
+from .scoring import period_token_ids
 
 
 @dataclass
@@ -67,37 +41,6 @@ class PromptCache:
         return max((len(a) for a in self.answers), default=0) if self.answers else 0
 
 
-def continuation_token(tokenizer, context: str, word: str) -> int:
-    """The first token id the tokenizer really produces for `word` right after `context`.
-
-    With BPE tokenizers the word after "I am" is " sure" with its leading space, with
-    SentencePiece it is "▁sure": encoding in context finds the right one for either.
-    """
-    base = tokenizer(context, add_special_tokens=False).input_ids
-    full = tokenizer(context + word, add_special_tokens=False).input_ids
-    n = 0
-    while n < min(len(base), len(full)) and base[n] == full[n]:
-        n += 1
-    if n >= len(full):
-        raise ValueError(f"{word!r} adds no token after {context!r}")
-    return full[n]
-
-
-def sure_prompt(prompt: str, answer: str, sep: str = " ") -> str:
-    """The follow-up question whose next token is read for the sure-probability."""
-    return f"{prompt}{sep}{answer}.{SURE_QUESTION} I am"
-
-
-def common_prefix_length(a, b) -> int:
-    """How many leading items two sequences share."""
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
-
-
 def _is_plain(cache) -> bool:
     # The fast paths rebuild, slice and regroup caches, which assumes plain full-attention
     # DynamicCache layers (no sliding window, no quantisation, no offloading).
@@ -117,6 +60,30 @@ def _cache_from(kv: list[tuple[torch.Tensor, torch.Tensor]]):
             return DynamicCache(ddp_cache_data=kv)
         layer.keys, layer.values = k, v
     return cache
+
+
+def kv_batch_size(model, device: torch.device, tokens_per_row: int, vocab: int,
+                  memory_budget: int | None = None) -> int:
+    """Rows of this many tokens whose KV cache (held up to three times at the peak) and float32
+    vocabulary rows fit the budget: half the free GPU memory or a quarter of the available RAM
+    by default; at most 256 on a GPU, 64 on a CPU."""
+    cfg = model.config
+    heads = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    elem = next(model.parameters()).element_size()
+    per_row = 3 * 2 * cfg.num_hidden_layers * heads * head_dim * elem * tokens_per_row + 4 * 4 * vocab
+    if memory_budget is None:
+        if device.type == "cuda":
+            memory_budget = torch.cuda.mem_get_info(device)[0] // 2
+        else:
+            try:
+                import psutil
+
+                memory_budget = psutil.virtual_memory().available // 4
+            except ImportError:
+                memory_budget = 4 << 30
+    cap = 256 if device.type == "cuda" else 64
+    return int(max(1, min(cap, memory_budget // per_row)))
 
 
 class Engine:
@@ -144,26 +111,15 @@ class Engine:
         self.model, self.tokenizer = model, tokenizer
         self.device = next(model.parameters()).device
         vocab = model.get_output_embeddings().weight.shape[0]
-        texts = tokenizer.batch_decode([[i] for i in range(min(vocab, len(tokenizer)))])
-        # The original stops at a token that is "."; we also accept it with whitespace around
-        # (".\n" is common). Tokens like "D.C" do not stop the answer.
-        period = torch.zeros(vocab, dtype=torch.bool)
-        for i, t in enumerate(texts):
-            if t.strip().startswith("."):
-                period[i] = True
-        self.period = period.to(self.device)
+        self.vocab_size = vocab
+        self.period = self.stop_mask(period_token_ids(tokenizer))
+        self._stop_masks: dict[frozenset[int], torch.Tensor] = {}
         eos = torch.zeros(vocab, dtype=torch.bool)
         for i in stop_token_ids(model, tokenizer):
             if i < vocab:
                 eos[i] = True
         self.eos = eos.to(self.device)
-        ctx = "Question: Is it? Answer: Yes." + SURE_QUESTION + " I am"
-        self.sure_id = continuation_token(tokenizer, ctx, " sure")
-        self.unsure_id = continuation_token(tokenizer, ctx, " unsure")
-        if self.sure_id == self.unsure_id:
-            raise ValueError("the tokenizer gives ' sure' and ' unsure' the same first token")
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        self.prompt_cache: PromptCache | None = None
         self.share_prefix = share_prefix
         # During a forward pass: the caller's row for each row of logits it computes (batch rows,
         # or the leaves of tree-packed prompts), for hooks and tests.
@@ -176,6 +132,12 @@ class Engine:
         self.tokens_processed = 0
         self.token_slots = 0
         self.logit_rows = 0
+
+    def stop_mask(self, ids: frozenset[int]) -> torch.Tensor:
+        """A boolean vocabulary mask of these token ids, on the model's device."""
+        mask = torch.zeros(self.vocab_size, dtype=torch.bool)
+        mask[[i for i in ids if i < self.vocab_size]] = True
+        return mask.to(self.device)
 
     def clear_prefix_cache(self) -> None:
         """Forget the kept KV cache of the last shared prefix."""
@@ -195,23 +157,7 @@ class Engine:
         float32 vocabulary rows. The budget defaults to half the free GPU memory, or a quarter
         of the available RAM.
         """
-        cfg = self.model.config
-        heads = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
-        head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
-        elem = next(self.model.parameters()).element_size()
-        per_row = 3 * 2 * cfg.num_hidden_layers * heads * head_dim * elem * tokens_per_row + 4 * 4 * self.eos.numel()
-        if memory_budget is None:
-            if self.device.type == "cuda":
-                memory_budget = torch.cuda.mem_get_info(self.device)[0] // 2
-            else:
-                try:
-                    import psutil
-
-                    memory_budget = psutil.virtual_memory().available // 4
-                except ImportError:
-                    memory_budget = 4 << 30
-        cap = 256 if self.device.type == "cuda" else 64
-        return int(max(1, min(cap, memory_budget // per_row)))
+        return kv_batch_size(self.model, self.device, tokens_per_row, self.eos.numel(), memory_budget)
 
     # -- encoding -------------------------------------------------------------------------
 
@@ -456,24 +402,29 @@ class Engine:
         logits, _, _ = self._prefill(seqs, need_cache=False)
         return torch.softmax(logits, dim=-1).cpu()
 
-    def sure_probability(self, seqs: list[list[int]], prompt_cache: "PromptCache | None" = None) -> list[float]:
-        """p(sure) / (p(sure) + p(unsure)) after each (already encoded) sure prompt.
+    @torch.inference_mode()
+    def token_probs(self, seqs: list[list[int]], token_ids: list[int], prompt_cache: "PromptCache | None" = None,
+                    keep_prompt_cache: bool = False) -> tuple[torch.Tensor, "PromptCache | None"]:
+        """Softmax over the logits of `token_ids` at the next position after each sequence.
 
-        With the prompt_cache of the `generate` call that produced the answers, only the
-        tokens after each prompt (answer and sure question) are computed; rows whose sure
-        prompt does not start with their prompt's tokens are scored in full.
+        With the prompt_cache of a `decode` or `token_probs` call whose prompts these sequences
+        extend, only the tokens after each prompt are computed; rows whose sequence does not
+        start with their prompt's tokens are scored in full. With keep_prompt_cache (and no
+        prompt_cache), the prompts' KV cache comes back for a later call.
         """
-        if prompt_cache is None:
-            probs = self.next_token_probs(seqs)
+        ids = torch.tensor(list(token_ids), device=self.device)
+        cache = None
+        if prompt_cache is not None:
+            logits = self._continue_from_cache(prompt_cache, seqs)
         else:
-            probs = self._continue_from_cache(prompt_cache, seqs)
-        sure, unsure = probs[:, self.sure_id], probs[:, self.unsure_id]
-        total = sure + unsure
-        ratio = torch.where(total > 0, sure / total.clamp(min=1e-45), torch.full_like(total, 0.5))
-        return ratio.tolist()
+            logits, kv, mask = self._prefill(seqs, need_cache=keep_prompt_cache)
+            if keep_prompt_cache:
+                cache = PromptCache(kv, mask, [list(s) for s in seqs])
+        return torch.softmax(logits[:, ids].float(), dim=-1).cpu(), cache
 
     @torch.inference_mode()
     def _continue_from_cache(self, pc: "PromptCache", seqs: list[list[int]]) -> torch.Tensor:
+        """Last-position logits (float32) of each sequence, continuing from the prompts' cache."""
         n = len(seqs)
         if n != len(pc.prompts):
             raise ValueError("prompt cache and sequences differ in batch size")
@@ -482,7 +433,7 @@ class Engine:
         suffixes, fallback, used = [], [], []
         for row, (full, prompt, ans) in enumerate(zip(seqs, pc.prompts, answers)):
             if len(full) > len(prompt) and full[: len(prompt)] == prompt:
-                # the cached answer tokens that this sure prompt really starts with
+                # the cached answer tokens that this sequence really starts with
                 k = min(common_prefix_length(full[len(prompt):], ans), len(full) - len(prompt) - 1)
                 suffixes.append(full[len(prompt) + k:])
                 used.append(k)
@@ -501,42 +452,35 @@ class Engine:
         lengths = base_mask.sum(-1, keepdim=True)
         mask = torch.cat([base_mask, smask], dim=1)
         out = self._forward(ids, mask, lengths + spos, pc.cache, sum(len(x) for x in suffixes), list(range(n)))
-        probs = torch.softmax(out.logits[:, -1, :].float(), dim=-1).cpu()
+        logits = out.logits[:, -1, :].float()
         if fallback:
-            probs[fallback] = self.next_token_probs([seqs[r] for r in fallback])
-        return probs
-
-    def choose_letter(self, seqs: list[list[int]], letter_ids: list[int], sampling: Sampling | None = None,
-                      keep_prompt_cache: bool = False) -> list[tuple[int, list[float]]]:
-        """Pick an option from the letters' logits at the first position (softmax over letters)."""
-        with torch.inference_mode():
-            logits, cache, mask = self._prefill(seqs, need_cache=keep_prompt_cache)
-        self.prompt_cache = PromptCache(cache, mask, [list(s) for s in seqs]) if keep_prompt_cache else None
-        logits = logits[:, letter_ids]
-        probs = torch.softmax(logits, dim=-1)
-        if sampling is None:
-            picks = probs.argmax(-1)
-        else:
-            sampled = torch.softmax(logits / sampling.temperature, dim=-1).cpu()
-            picks = torch.multinomial(sampled, 1, generator=sampling.generator).squeeze(-1)
-        return [(int(k), row) for k, row in zip(picks.tolist(), probs.cpu().tolist())]
+            logits[fallback] = self._prefill([seqs[r] for r in fallback], need_cache=False)[0]
+        return logits
 
     # -- decoding -------------------------------------------------------------------------
 
+    def generate(self, seqs: list[list[int]], max_new_tokens: int, sampling: Sampling | None = None) -> list[Answer]:
+        """Greedy (or sampled) answers with the default period stop, without keeping a cache."""
+        return self.decode(seqs, max_new_tokens, sampling)[0]
+
     @torch.inference_mode()
-    def generate(self, seqs: list[list[int]], max_new_tokens: int,
-                 sampling: Sampling | None = None, keep_prompt_cache: bool = False) -> list[Answer]:
+    def decode(self, seqs: list[list[int]], max_new_tokens: int, sampling: Sampling | None = None,
+               keep_prompt_cache: bool = False, stop: torch.Tensor | None = None
+               ) -> tuple[list[Answer], "PromptCache | None"]:
         """Decode each sequence until a period token, an end token or the length limit.
 
-        Greedy unless `sampling` is given. The stop token itself is not part of the answer,
+        Greedy unless `sampling` is given. `stop` is a vocabulary mask of the tokens that end
+        an answer besides the end tokens (default: the period tokens). The stop token itself is
+        not part of the answer,
         and rows that have stopped never contribute further tokens; once they number a
         quarter of the rows still going, they leave the batch and its cache (dropping rows
         copies the cache, so not for each one). With keep_prompt_cache, the KV cache of the
-        prompts and of the decoded answer tokens is kept (as `self.prompt_cache`) for
-        `sure_probability`.
+        prompts and of the decoded answer tokens comes back with the answers, for `token_probs`.
         """
         n = len(seqs)
-        self.prompt_cache = None
+        stop = self.period if stop is None else stop
+        generator = torch.Generator().manual_seed(sampling.seed) if sampling is not None else None
+        prompt_cache = None
         logits, cache, mask = self._prefill(seqs)
         plain = _is_plain(cache)
         # DynamicCache grows by concatenation, so these tensors stay the prompts' cache
@@ -552,11 +496,11 @@ class Engine:
         answer_kv: list[tuple[list[int], list]] = []  # (rows, per-layer answer KV) of rows that left
         for step in range(max_new_tokens):
             probs = torch.softmax(logits, dim=-1)
-            chosen = probs.argmax(-1) if sampling is None else self._sample(logits, sampling)
+            chosen = probs.argmax(-1) if sampling is None else self._sample(logits, sampling, generator)
             chosen_p = probs.gather(1, chosen[:, None]).squeeze(1)
             # one transfer to the host per step
             host = torch.stack([chosen.double(), chosen_p.double(), self.eos[chosen].double(),
-                                self.period[chosen].double()]).cpu().tolist()
+                                stop[chosen].double()]).cpu().tolist()
             for j, (tok, p, eos, per) in enumerate(zip(*host)):
                 if not live[j]:
                     continue
@@ -590,12 +534,13 @@ class Engine:
                 out = cache = None  # free the decoding cache before the prompt cache grows
                 # answer tokens whose KV was computed: all but the last of a row cut by the length limit
                 fed = [t[: len(t) - (s == "length")] for t, s in zip(tokens, stopped)]
-                self.prompt_cache = self._with_answers(prompt_kv, prompt_mask, seqs, fed, answer_kv)
+                prompt_cache = self._with_answers(prompt_kv, prompt_mask, seqs, fed, answer_kv)
             elif cache.is_croppable:  # rows never left this cache: cut it back to the prompts
                 cache.crop(-(cache.get_seq_length() - prompt_mask.shape[1]))
-                self.prompt_cache = PromptCache(cache, prompt_mask, [list(s) for s in seqs])
+                prompt_cache = PromptCache(cache, prompt_mask, [list(s) for s in seqs])
         texts = self.tokenizer.batch_decode(tokens, skip_special_tokens=True)
-        return [Answer(t.strip(), tk, tp, s) for t, tk, tp, s in zip(texts, tokens, token_probs, stopped)]
+        answers = [Answer(t.strip(), tk, tp, s, raw=t) for t, tk, tp, s in zip(texts, tokens, token_probs, stopped)]
+        return answers, prompt_cache
 
     @staticmethod
     def _answer_columns(cache, batch_rows, width: int, rows: list[int]):
@@ -624,11 +569,11 @@ class Engine:
         mask = torch.cat([prompt_mask, (cols < lengths).to(prompt_mask.dtype)], dim=1)
         return PromptCache(_cache_from(layers), mask, [list(s) for s in seqs], [list(t) for t in fed])
 
-    def _sample(self, logits: torch.Tensor, sampling: Sampling) -> torch.Tensor:
+    def _sample(self, logits: torch.Tensor, sampling: Sampling, generator: torch.Generator) -> torch.Tensor:
         scaled = logits / sampling.temperature
         if sampling.top_k and sampling.top_k < scaled.shape[-1]:
             kth = torch.topk(scaled, sampling.top_k, dim=-1).values[:, -1:]
             scaled = scaled.masked_fill(scaled < kth, float("-inf"))
         # Draw on the CPU so a seeded CPU generator gives the same answers on every device.
         probs = torch.softmax(scaled, dim=-1).cpu()
-        return torch.multinomial(probs, 1, generator=sampling.generator).squeeze(-1).to(self.device)
+        return torch.multinomial(probs, 1, generator=generator).squeeze(-1).to(self.device)

@@ -10,7 +10,8 @@ from typing import Callable, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from .engine import Engine, Sampling, common_prefix_length, continuation_token, sure_prompt
+from .backends.base import Backend, Sampling, common_prefix_length
+from .scoring import ScoringRules
 from .matching import MATCHERS
 from .metrics import answer_entropy
 from .distributed import Processes
@@ -29,22 +30,28 @@ class Scored:
     confidence: float
     stopped_by: str = ""
     option_probs: list[float] | None = None
+    raw: str | None = None  # the answer as decoded, before stripping
 
 
 class TaskRunner:
-    """Binds an engine to a task: prompts (with shots), answering and sure-probability."""
+    """Binds a backend to a task: prompts (with shots), answering and sure-probability, under
+    the scoring rules of one compat mode. It talks to the backend only through the protocol
+    (rtuning/backends/base.py); state from answering is passed to `sure` as a value."""
 
-    def __init__(self, engine: Engine, task: Task, shots: Shots, max_prompt_tokens: int | None = None):
-        self.engine, self.task, self.shots = engine, task, shots
+    def __init__(self, backend: Backend, task: Task, shots: Shots, max_prompt_tokens: int | None = None,
+                 rules: ScoringRules | None = None):
+        self.backend, self.task, self.shots = backend, task, shots
+        self.tokenizer = backend.tokenizer
+        self.rules = rules or ScoringRules.build(backend.tokenizer)
         self.max_prompt_tokens = max_prompt_tokens
         self.truncated: dict[int, int] = {}  # example index -> context tokens cut away
         self.letter_ids: list[int] = []
         if task.kind == "choice":
-            # the letter as the tokenizer writes it right after "Answer:" (+ separator)
-            self.letter_ids = [continuation_token(engine.tokenizer, "Question: Which one?\nAnswer:",
-                                                  task.answer_sep + c) for c in task.choices]
-            if len(set(self.letter_ids)) != len(self.letter_ids):
-                raise ValueError(f"option letters {task.choices} share a first token")
+            self.letter_ids = self.rules.letter_ids(task.choices, task.answer_sep)
+
+    def encode(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids with the tokenizer's special tokens (BOS where it adds one, as in training)."""
+        return self.tokenizer(list(texts), add_special_tokens=True).input_ids
 
     def prompt(self, ex: Example) -> str:
         """Shots + prompt, its context cut from the left when longer than max_prompt_tokens."""
@@ -53,7 +60,7 @@ class TaskRunner:
         limit = self.max_prompt_tokens
         if limit is None:
             return full
-        tok = self.engine.tokenizer
+        tok = self.tokenizer
         enc = tok(full, add_special_tokens=True, return_offsets_mapping=True)
         excess = len(enc.input_ids) - limit
         if excess <= 0:
@@ -73,15 +80,32 @@ class TaskRunner:
                 return text
             excess += n - limit
 
-    def answer(self, prompts: list[str], max_new_tokens: int, sampling: Sampling | None = None,
-               keep_prompt_cache: bool = False) -> list[Scored]:
-        """Answers; with keep_prompt_cache the prompts' KV cache stays for `sure`."""
-        seqs = self.engine.encode(prompts)
+    def answer(self, prompts: list[str], max_new_tokens: int, keep_state: bool = False,
+               stop: frozenset[int] | None = None) -> tuple[list[Scored], object]:
+        """Greedy answers (the most likely letter for multiple choice) and the backend's state."""
+        seqs = self.encode(prompts)
         if self.task.kind == "choice":
-            picks = self.engine.choose_letter(seqs, self.letter_ids, sampling, keep_prompt_cache)
-            return [Scored(self.task.choices[k], probs[k], "letter", probs) for k, probs in picks]
-        answers = self.engine.generate(seqs, max_new_tokens, sampling, keep_prompt_cache)
-        return [Scored(a.text, a.confidence, a.stopped_by) for a in answers]
+            rows, state = self.backend.token_probs(seqs, self.letter_ids, keep_state=keep_state)
+            picks = [max(range(len(r)), key=r.__getitem__) for r in rows]
+            return [Scored(self.task.choices[k], r[k], "letter", r, self.task.choices[k])
+                    for k, r in zip(picks, rows)], state
+        stop = self.rules.stop_ids if stop is None else stop
+        answers, state = self.backend.decode(seqs, max_new_tokens, stop=stop, keep_state=keep_state)
+        return [Scored(a.text, a.confidence, a.stopped_by, raw=a.raw) for a in answers], state
+
+    def probe_answers(self, prompts: list[str]) -> list[Scored]:
+        """The probe's greedy answers, read as the scoring rules say: under the original's rules
+        open answers run to the probe's length and are cut at the first "." character, and
+        multiple-choice probes generate one token from the whole vocabulary."""
+        task = self.task
+        if not self.rules.original:
+            return self.answer(prompts, task.probe_new_tokens)[0]
+        if task.kind == "choice":
+            answers, _ = self.backend.decode(self.encode(prompts), 1, stop=frozenset())
+            return [Scored(a.text, a.confidence, a.stopped_by, raw=a.raw) for a in answers]
+        answers, _ = self.backend.decode(self.encode(prompts), task.probe_new_tokens, stop=frozenset())
+        return [Scored(self.rules.cut_probe_text(a.raw or "").strip(), a.confidence, a.stopped_by, raw=a.raw)
+                for a in answers]
 
     def samples(self, prompts: list[str], first: list[Scored], k: int, max_new_tokens: int,
                 sampling: Sampling) -> list[list[str]]:
@@ -89,22 +113,29 @@ class TaskRunner:
 
         Multiple choice: the letters are drawn from each prompt's own letter distribution at the
         sampling temperature, softmax(logits / T), which `first` (the greedy pass) already
-        holds, so no forward pass is repeated. Open questions: k decodings per prompt."""
-        if self.task.kind == "choice":
+        holds, so no forward pass is repeated (under the original's rules: one token drawn from
+        the whole vocabulary, top-k 50, per sample). Open questions: k decodings per prompt."""
+        repeated = [p for p in prompts for _ in range(k)]
+        if self.task.kind == "choice" and not self.rules.original:
             probs = torch.tensor([a.option_probs for a in first], dtype=torch.float64)
             tempered = torch.softmax(torch.log(probs.clamp(min=1e-300)) / sampling.temperature, dim=-1)
-            picks = torch.multinomial(tempered, k, replacement=True, generator=sampling.generator)
+            generator = torch.Generator().manual_seed(sampling.seed)
+            picks = torch.multinomial(tempered, k, replacement=True, generator=generator)
             return [[self.task.choices[j] for j in row] for row in picks.tolist()]
-        repeated = [p for p in prompts for _ in range(k)]
-        texts = [a.text for a in self.answer(repeated, max_new_tokens, sampling)]
+        if self.task.kind == "choice":
+            answers, _ = self.backend.decode(self.encode(repeated), 1, stop=frozenset(), sampling=sampling)
+        else:
+            answers, _ = self.backend.decode(self.encode(repeated), max_new_tokens, stop=self.rules.stop_ids,
+                                             sampling=sampling)
+        texts = [a.text for a in answers]
         return [texts[i * k:(i + 1) * k] for i in range(len(prompts))]
 
-    def sure(self, prompts: list[str], answers: list[str], reuse_cache: bool = False) -> list[float]:
-        """Sure-probabilities; reuse_cache continues from the last `answer` call's prompt cache."""
-        texts = [sure_prompt(p, a, self.task.answer_sep) for p, a in zip(prompts, answers)]
-        cache = self.engine.prompt_cache if reuse_cache else None
-        self.engine.prompt_cache = None  # used once: the forward pass extends it
-        return self.engine.sure_probability(self.engine.encode(texts), cache)
+    def sure(self, prompts: list[str], answers: list[Scored], state: object = None) -> list[float]:
+        """Sure-probabilities p(sure) / (p(sure) + p(unsure)); `state` is what `answer` returned."""
+        texts = [self.rules.sure_text(p, a.text, a.raw, self.task.answer_sep) for p, a in zip(prompts, answers)]
+        rows, _ = self.backend.token_probs(self.encode(texts), [self.rules.sure_id, self.rules.unsure_id],
+                                           state=state)
+        return [r[0] for r in rows]
 
 
 def plan_batches(seqs: Sequence[Sequence[int]], batch_size: int,
@@ -198,9 +229,8 @@ def run_batches(examples: Sequence[Example], prompts: Sequence[str], tokenizer, 
 
 
 def sampling_for(seed: int, batch_number: int, temperature: float) -> Sampling:
-    """A generator seeded per batch: resumed and uninterrupted runs draw the same samples."""
-    gen = torch.Generator().manual_seed(seed * 1_000_003 + batch_number)
-    return Sampling(temperature=temperature, generator=gen)
+    """A seed per batch: resumed and uninterrupted runs draw the same samples."""
+    return Sampling(temperature=temperature, seed=seed * 1_000_003 + batch_number)
 
 
 def probe(runner: TaskRunner, examples: Sequence[Example], store: RunStore, *, method: str,
@@ -213,7 +243,7 @@ def probe(runner: TaskRunner, examples: Sequence[Example], store: RunStore, *, m
 
     def fn(batch: list[int], number: int) -> list[dict]:
         batch_prompts = [prompts[i] for i in batch]
-        greedy = runner.answer(batch_prompts, task.probe_new_tokens)
+        greedy = runner.probe_answers(batch_prompts)
         records = []
         for i, ans in zip(batch, greedy):
             ex = examples[i]
@@ -230,7 +260,7 @@ def probe(runner: TaskRunner, examples: Sequence[Example], store: RunStore, *, m
         return records
 
     answers = 1 + (num_try if method == "uncertain" else 0)
-    run_batches(examples, prompts, runner.engine.tokenizer, batch_size, store, fn, f"probe {task.name}",
+    run_batches(examples, prompts, runner.tokenizer, batch_size, store, fn, f"probe {task.name}",
                 max_batch_tokens, procs, row_tokens=answer_tokens(task, task.probe_new_tokens, answers))
     return mark_certain(store.ordered(), method)
 
@@ -296,8 +326,9 @@ def evaluate(runner: TaskRunner, examples: Sequence[Example], store: RunStore, *
 
     def fn(batch: list[int], number: int) -> list[dict]:
         batch_prompts = [prompts[i] for i in batch]
-        answers = runner.answer(batch_prompts, task.eval_new_tokens, keep_prompt_cache=reuse_cache)
-        sure = runner.sure(batch_prompts, [a.text for a in answers], reuse_cache=reuse_cache)
+        answers, state = runner.answer(batch_prompts, task.eval_new_tokens, keep_state=reuse_cache)
+        sure = runner.sure(batch_prompts, answers, state)
+        del state  # the prompts' KV cache: free it before sampling
         records = []
         for i, ans, s in zip(batch, answers, sure):
             ex = examples[i]
@@ -318,8 +349,8 @@ def evaluate(runner: TaskRunner, examples: Sequence[Example], store: RunStore, *
                 rec["samples"], rec["entropy"] = texts, answer_entropy(texts)
         return records
 
-    sure_tokens = len(runner.engine.tokenizer(f".{SURE_QUESTION} I am", add_special_tokens=False).input_ids)
-    run_batches(examples, prompts, runner.engine.tokenizer, batch_size, store, fn, f"eval {task.name}",
+    sure_tokens = len(runner.tokenizer(f".{SURE_QUESTION} I am", add_special_tokens=False).input_ids)
+    run_batches(examples, prompts, runner.tokenizer, batch_size, store, fn, f"eval {task.name}",
                 max_batch_tokens, procs,
                 row_tokens=sure_tokens + answer_tokens(task, task.eval_new_tokens, 1 + num_samples))
     return store.ordered()

@@ -61,3 +61,11 @@ def tiny_engine(tiny_model_dir):
 def env_data(monkeypatch, data_dir):
     monkeypatch.setenv("RTUNING_DATA_DIR", str(data_dir))
     return data_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_backend(tiny_engine):
+    """The hf backend over tiny_engine (hooks on tiny_engine see its forward passes)."""
+    from rtuning.backends.hf import HFBackend
+
+    return HFBackend(engine=tiny_engine)

@@ -1,4 +1,4 @@
-"""The benchmarks' re-implementation of the original algorithm agrees with the engine."""
+"""Every backend gives the reference backend's answers (the original algorithm); the benchmark scripts run."""
 
 import json
 import sys
@@ -9,61 +9,87 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # benchmarks/ is not an installed package
 
-from benchmarks.reference import reference_evaluate, reference_probe  # noqa: E402
+from rtuning.backends.generate import GenerateBackend  # noqa: E402
+from rtuning.backends.hf import HFBackend  # noqa: E402
+from rtuning.backends.reference import ReferenceBackend  # noqa: E402
 from rtuning.pipeline import TaskRunner, evaluate, probe  # noqa: E402
 from rtuning.records import RunStore  # noqa: E402
-from rtuning.tasks import PARAREL, Shots  # noqa: E402
+from rtuning.tasks import MMLU, PARAREL, Shots  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def varied_engine(bpe_tokenizer):
-    """A tiny random Llama whose answers differ per question and sometimes stop at "."."""
+def backends(bpe_tokenizer):
+    """The three transformers backends over one tiny random Llama whose answers differ per
+    question and sometimes stop at "."."""
     from test_engine import varied_model
 
-    from rtuning.engine import Engine
-
-    return Engine(varied_model(bpe_tokenizer), bpe_tokenizer)
-
-
-def runner_and_examples(engine, data_dir, split, n=5):
-    shots = Shots(PARAREL, PARAREL.load(data_dir, "train"), 2, 42)  # as rtuning.cli.Setup builds them
-    return TaskRunner(engine, PARAREL, shots, 2000), PARAREL.load(data_dir, split)[:n]
+    model = varied_model(bpe_tokenizer)
+    return {"reference": ReferenceBackend(model, bpe_tokenizer), "generate": GenerateBackend(model, bpe_tokenizer),
+            "hf": HFBackend(model, bpe_tokenizer)}
 
 
-def test_reference_evaluation_equals_the_engine(varied_engine, data_dir, tmp_path):
-    engine = varied_engine
-    runner, examples = runner_and_examples(engine, data_dir, "ID")
-    ref = reference_evaluate(engine, [runner.prompt(ex) for ex in examples], PARAREL.eval_new_tokens)
-    store = RunStore(tmp_path / "e.jsonl", tmp_path / "e.meta.json", {})
-    records = evaluate(runner, examples, store, batch_size=4)
-    assert [r["text"] for r in ref] == [r["answer"] for r in records]
-    assert [r["confidence"] for r in ref] == pytest.approx([r["answer_conf"] for r in records], abs=1e-4)
-    assert [r["sure_prob"] for r in ref] == pytest.approx([r["sure_prob"] for r in records], abs=1e-4)
+def runs(backends, data_dir, tmp_path, split, fn, task=PARAREL, n=5):
+    """fn(runner, examples, store) on each backend with the same prompts (two shots for open QA,
+    as rtuning.cli.Setup builds them)."""
+    shots = Shots(task, task.load(data_dir, "train"), 2 if task is PARAREL else 0, 42)
+    examples = task.load(data_dir, split)[:n]
+    return {name: fn(TaskRunner(b, task, shots, 2000), examples,
+                     RunStore(tmp_path / f"{name}.jsonl", tmp_path / f"{name}.meta.json", {}))
+            for name, b in backends.items()}
 
 
-def test_reference_probe_equals_the_engine(varied_engine, data_dir, tmp_path):
-    runner, examples = runner_and_examples(varied_engine, data_dir, "train", n=4)
-    ref = reference_probe(varied_engine, [runner.prompt(ex) for ex in examples], PARAREL.probe_new_tokens)
-    store = RunStore(tmp_path / "p.jsonl", tmp_path / "p.meta.json", {})
-    records = probe(runner, examples, store, method="unsure", batch_size=4, seed=0)
+def test_every_backend_evaluates_alike(backends, data_dir, tmp_path):
+    out = runs(backends, data_dir, tmp_path, "ID", lambda r, e, s: evaluate(r, e, s, batch_size=4))
+    ref = out.pop("reference")
     assert {r["stopped_by"] for r in ref} >= {"period", "length"}
-    assert [r["text"] for r in ref] == [r["output"] for r in records]
-    assert [r["confidence"] for r in ref] == pytest.approx([r["confidence"] for r in records], abs=1e-4)
+    for name, records in out.items():
+        assert [r["answer"] for r in records] == [r["answer"] for r in ref], name
+        assert [r["answer_conf"] for r in records] == pytest.approx([r["answer_conf"] for r in ref], abs=1e-4)
+        assert [r["sure_prob"] for r in records] == pytest.approx([r["sure_prob"] for r in ref], abs=1e-4)
 
 
-def test_bench_eval_script(tiny_model_dir, data_dir, tmp_path):
-    from benchmarks import bench_eval
+def test_every_backend_probes_alike(backends, data_dir, tmp_path):
+    out = runs(backends, data_dir, tmp_path, "train",
+               lambda r, e, s: probe(r, e, s, method="unsure", batch_size=4, seed=0), n=4)
+    ref = out.pop("reference")
+    for name, records in out.items():
+        assert [r["output"] for r in records] == [r["output"] for r in ref], name
+        assert [r["confidence"] for r in records] == pytest.approx([r["confidence"] for r in ref], abs=1e-4)
 
-    out = tmp_path / "eval.json"
-    doc = bench_eval.main(["--model", str(tiny_model_dir), "--data_dir", str(data_dir), "--limit", "3",
-                           "--batch_size", "2", "--num_shots", "2", "--threads", str(torch.get_num_threads()),
-                           "--matmul_seconds", "0.05", "--matmul_size", "256", "--output", str(out)])
+
+def test_every_backend_scores_letters_alike(backends, data_dir, tmp_path):
+    out = runs(backends, data_dir, tmp_path, "ID", lambda r, e, s: evaluate(r, e, s, batch_size=3), task=MMLU, n=3)
+    ref = out.pop("reference")
+    for name, records in out.items():
+        assert [r["answer"] for r in records] == [r["answer"] for r in ref], name
+        for a, b in zip(records, ref):
+            assert a["option_probs"] == pytest.approx(b["option_probs"], abs=1e-4)
+            assert a["sure_prob"] == pytest.approx(b["sure_prob"], abs=1e-4)
+
+
+def test_bench_backends_script(tiny_model_dir, data_dir, tmp_path, capsys):
+    from benchmarks import bench_backends
+
+    out = tmp_path / "backends.json"
+    doc = bench_backends.main(["--model", str(tiny_model_dir), "--data_dir", str(data_dir), "--limit", "3",
+                               "--batch_size", "2", "--num_shots", "2", "--threads", str(torch.get_num_threads()),
+                               "--tasks", "pararel,mmlu", "--kinds", "eval,probe",
+                               "--backends", "reference,generate,hf", "--matmul_seconds", "0.05",
+                               "--matmul_size", "256", "--output", str(out)])
     saved = json.loads(out.read_text())
-    for key in ("reference_qps", "engine_qps", "speedup", "identical_answers", "max_conf_diff", "max_sure_diff",
-                "reference_peak_mb", "engine_peak_mb", "matmul_fraction", "machine", "torch_threads", "model",
-                "n", "batch_size", "dtype", "flops_rule"):
-        assert key in saved, key
-    assert saved["n"] == 3 and doc["identical_answers"] == 1.0 and doc["max_sure_diff"] < 1e-4
+    assert saved["results"] == json.loads(json.dumps(doc["results"]))
+    rows = {(r["task"], r["kind"], r["backend"]): r for r in saved["results"]}
+    assert set(rows) == {(t, k, b) for t in ("pararel", "mmlu") for k in ("eval", "probe")
+                         for b in ("reference", "generate", "hf")}
+    for (task, kind, backend), r in rows.items():
+        assert r["n"] == 3 and r["questions_per_s"] > 0 and r["peak_mb"] > 0
+        if backend != "reference":
+            assert r["agreement_with"] == "reference" and r["identical_answers"] == 1.0, (task, kind, backend)
+            assert r["max_conf_diff"] < 1e-4 and r.get("max_sure_diff", 0) < 1e-4
+            assert r["speedup_over"]["reference"] > 0
+    assert rows[("mmlu", "eval", "hf")]["max_letter_prob_diff"] < 1e-4
+    printed = capsys.readouterr().out
+    assert "pararel eval" in printed and "mmlu probe" in printed and "vs generate" in printed
 
 
 def test_bench_finetune_script(tiny_model_dir, tmp_path, capsys):

@@ -63,10 +63,10 @@ def run_killed_then_resumed(monkeypatch, main, argv, fail_on_call, delay=0.0, af
 def test_probe_resume_after_kill_gives_the_same_files(env_data, tiny_model_dir, tmp_path, monkeypatch):
     whole, broken = tmp_path / "whole", tmp_path / "broken"
     probe_main("pararel", probe_args(tiny_model_dir, whole, "--method", "uncertain", "--num_try", "2", "--result", "r"))
-    # each batch calls answer twice (greedy, samples): fail inside the third batch
+    # each batch calls answer once (the samples go to the backend directly): fail in the third batch
     run_killed_then_resumed(monkeypatch, probe_main,
                             probe_args(tiny_model_dir, broken, "--method", "uncertain", "--num_try", "2",
-                                       "--result", "r"), fail_on_call=6)
+                                       "--result", "r"), fail_on_call=3)
     meta = json.loads((broken / "r_uncertain.meta.json").read_text())
     assert meta["resumed_from"] == 6
     for name in ("r_uncertain.json", "r_uncertain.records.jsonl"):
@@ -175,7 +175,7 @@ def test_default_batch_size_comes_from_the_engine_rule(env_data, tiny_model_dir,
             "--result", "auto"]
     evaluate_main("pararel", args)
     meta = json.loads((tmp_path / "auto_ID.meta.json").read_text())
-    assert meta["batch_size_source"] == "Engine.suggest_batch_size"
+    assert meta["batch_size_source"] == "hf backend's suggest_batch_size"
     assert meta["args"]["batch_size"] == meta["batch_size"]
     assert 1 <= meta["batch_size"] <= 64  # the CPU cap; this tiny model's rows are small
     evaluate_main("pararel", [*args, "--batch_size", "2", "--result", "fixed"])
@@ -186,20 +186,21 @@ def test_default_batch_size_comes_from_the_engine_rule(env_data, tiny_model_dir,
 def test_letter_samples_follow_the_tempered_letter_distribution():
     import torch
 
-    from rtuning.engine import Sampling
+    from rtuning.backends import Sampling
     from rtuning.pipeline import Scored
+    from rtuning.scoring import ScoringRules
     from rtuning.tasks import get_task
 
-    runner = TaskRunner.__new__(TaskRunner)  # letter sampling needs the task only, no model
+    runner = TaskRunner.__new__(TaskRunner)  # letter sampling needs the task and rules only, no model
     runner.task = get_task("mmlu")
+    runner.rules = ScoringRules("default", frozenset(), 1, 2)
     probs = [0.5, 0.3, 0.15, 0.05]
     first = [Scored("A", 0.5, "letter", probs)]
-    gen = torch.Generator().manual_seed(0)
-    draws = runner.samples(["p"], first, 20000, 1, Sampling(temperature=0.7, generator=gen))[0]
+    draws = runner.samples(["p"], first, 20000, 1, Sampling(temperature=0.7, seed=0))[0]
     expected = torch.softmax(torch.log(torch.tensor(probs)) / 0.7, dim=-1)
     for letter, p in zip("ABCD", expected.tolist()):
         assert draws.count(letter) / len(draws) == pytest.approx(p, abs=0.015)
-    cold = runner.samples(["p"], first, 50, 1, Sampling(temperature=1e-3, generator=gen))[0]
+    cold = runner.samples(["p"], first, 50, 1, Sampling(temperature=1e-3, seed=0))[0]
     assert cold == ["A"] * 50  # near zero temperature: the greedy letter
 
 

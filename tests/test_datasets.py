@@ -4,7 +4,6 @@ import json
 
 import pytest
 
-from rtuning.engine import Engine
 from rtuning.pipeline import TaskRunner
 from rtuning.refusal import is_refusal, refusal_phrase
 from rtuning.tasks import FEVER, HALUEVAL, HOTPOTQA, MMLU, NEC, SELFAWARE, TASKS, WICE, DataError, Example, Shots
@@ -101,33 +100,33 @@ def test_every_task_declares_kind_and_domains():
 # --- with a model -----------------------------------------------------------------------
 
 
-def test_letter_scoring_through_the_task_runner(tiny_engine, data_dir):
+def test_letter_scoring_through_the_task_runner(tiny_engine, tiny_backend, data_dir):
     from test_engine import forced_logits
 
-    runner = TaskRunner(tiny_engine, FEVER, Shots(FEVER, [], 0, 0))
+    runner = TaskRunner(tiny_backend, FEVER, Shots(FEVER, [], 0, 0))
     prompts = [ex.prompt for ex in FEVER.load(data_dir, "ID")[:2]]
     with forced_logits(tiny_engine, [[runner.letter_ids[2], runner.letter_ids[0]]]):
-        scored = runner.answer(prompts, 1)
+        scored, _ = runner.answer(prompts, 1)
     assert [s.text for s in scored] == ["C", "A"]
     assert scored[0].confidence == pytest.approx(scored[0].option_probs[2]) and scored[0].confidence > 0.99
     # " C" after "Answer:" is the token that really follows, as in "Answer: C"
     assert tiny_engine.tokenizer.decode([runner.letter_ids[2]]) == " C"
-    mmlu_runner = TaskRunner(tiny_engine, MMLU, Shots(MMLU, [], 0, 0))
+    mmlu_runner = TaskRunner(tiny_backend, MMLU, Shots(MMLU, [], 0, 0))
     assert tiny_engine.tokenizer.decode([mmlu_runner.letter_ids[1]]) == "B"  # "Answer:B" in MMLU's shots
 
 
-def test_long_context_is_cut_from_the_left_and_the_question_kept(tiny_engine):
+def test_long_context_is_cut_from_the_left_and_the_question_kept(tiny_engine, tiny_backend):
     context = "Paragraph: " + " ".join(f"word{i}" for i in range(400))
     prompt = f"{context}\nQuestion: Who wins?\nAnswer:"
     ex = Example(3, "Who wins?", prompt, "x", context_end=len(context))
-    runner = TaskRunner(tiny_engine, HOTPOTQA, Shots(HOTPOTQA, [], 0, 0), max_prompt_tokens=64)
+    runner = TaskRunner(tiny_backend, HOTPOTQA, Shots(HOTPOTQA, [], 0, 0), max_prompt_tokens=64)
     cut = runner.prompt(ex)
     assert len(tiny_engine.encode([cut])[0]) <= 64
     assert cut.endswith("word399\nQuestion: Who wins?\nAnswer:")
     assert runner.truncated[3] > 300
     short = Example(4, "q", "Question: q\nAnswer:", "x", context_end=0)
     assert runner.prompt(short) == short.prompt and 4 not in runner.truncated
-    tiny = TaskRunner(tiny_engine, HOTPOTQA, Shots(HOTPOTQA, [], 0, 0), max_prompt_tokens=3)
+    tiny = TaskRunner(tiny_backend, HOTPOTQA, Shots(HOTPOTQA, [], 0, 0), max_prompt_tokens=3)
     with pytest.raises(DataError, match="question part alone"):
         tiny.prompt(ex)
 

@@ -5,8 +5,20 @@ import contextlib
 import pytest
 import torch
 
-from rtuning.engine import sure_prompt
+from rtuning.scoring import ScoringRules, continuation_token, sure_prompt
 from rtuning.tasks import PARAREL
+
+
+def sure_p(engine, seqs, cache=None):
+    """p(sure) / (p(sure) + p(unsure)) after each sequence, as the hf backend reads it."""
+    rules = ScoringRules.build(engine.tokenizer)
+    return engine.token_probs(seqs, [rules.sure_id, rules.unsure_id], cache)[0][:, 0].tolist()
+
+
+def choose(engine, seqs, letters, keep=False):
+    """(the most likely letter, the letters' distribution) per row, and the prompts' cache."""
+    probs, cache = engine.token_probs(seqs, letters, keep_prompt_cache=keep)
+    return [(int(r.argmax()), r.tolist()) for r in probs], cache
 
 
 @contextlib.contextmanager
@@ -63,16 +75,17 @@ def test_batched_equals_one_at_a_time(tiny_engine, questions):
     for a, b in zip(batched, single):
         assert a.confidence == pytest.approx(b.confidence, abs=1e-4)
     sure_seqs = tiny_engine.encode([sure_prompt(p, a.text) for p, a in zip(prompts, batched)])
-    sure_b = tiny_engine.sure_probability(sure_seqs)
-    sure_s = [tiny_engine.sure_probability([s])[0] for s in sure_seqs]
+    sure_b = sure_p(tiny_engine, sure_seqs)
+    sure_s = [sure_p(tiny_engine, [s])[0] for s in sure_seqs]
     assert sure_b == pytest.approx(sure_s, abs=1e-4)
 
 
 def test_sure_probability_is_the_normalised_pair(tiny_engine, questions):
     seq = tiny_engine.encode([sure_prompt(questions[0].prompt, "x")])
     p = tiny_engine.next_token_probs(seq)[0]
-    expected = p[tiny_engine.sure_id] / (p[tiny_engine.sure_id] + p[tiny_engine.unsure_id])
-    assert tiny_engine.sure_probability(seq)[0] == pytest.approx(float(expected), abs=1e-6)
+    rules = ScoringRules.build(tiny_engine.tokenizer)
+    expected = p[rules.sure_id] / (p[rules.sure_id] + p[rules.unsure_id])
+    assert sure_p(tiny_engine, seq)[0] == pytest.approx(float(expected), abs=1e-6)
 
 
 def test_answers_stop_at_period_or_eos_and_never_decode_padding(plain_engine, bpe_tokenizer):
@@ -104,58 +117,55 @@ def test_length_limit(plain_engine, bpe_tokenizer):
 
 
 def test_letter_scoring_picks_the_forced_letter(plain_engine, bpe_tokenizer):
-    from rtuning.engine import continuation_token
 
     letters = [continuation_token(bpe_tokenizer, "Answer:", c) for c in "ABCD"]
     seqs = plain_engine.encode(["Question: pick\nAnswer:", "Question: pick again\nAnswer:"])
     with forced_logits(plain_engine, [[letters[1], letters[3]]]):
-        picks = plain_engine.choose_letter(seqs, letters)
+        picks, _ = choose(plain_engine, seqs, letters)
     assert [k for k, _ in picks] == [1, 3]
     assert all(sum(p) == pytest.approx(1.0) for _, p in picks)
     assert picks[0][1][1] > 0.99
 
 
-def test_sampling_is_reproducible_with_a_seeded_generator(tiny_engine, questions):
-    from rtuning.engine import Sampling
+def test_sampling_is_reproducible_with_a_seed(tiny_engine, questions):
+    from rtuning.backends import Sampling
 
     seqs = tiny_engine.encode([q.prompt for q in questions]) * 2
-    runs = [tiny_engine.generate(seqs, 4, Sampling(generator=torch.Generator().manual_seed(3))) for _ in range(2)]
+    runs = [tiny_engine.generate(seqs, 4, Sampling(seed=3)) for _ in range(2)]
     assert [a.token_ids for a in runs[0]] == [a.token_ids for a in runs[1]]
 
 
 def test_sure_from_the_prompt_cache_equals_a_full_forward(tiny_engine, questions):
     prompts = [q.prompt for q in questions]
     seqs = tiny_engine.encode(prompts)
-    answers = tiny_engine.generate(seqs, 5, keep_prompt_cache=True)
-    cache = tiny_engine.prompt_cache
+    answers, cache = tiny_engine.decode(seqs, 5, keep_prompt_cache=True)
     assert cache is not None and cache.cache.get_seq_length() >= max(len(s) for s in seqs)
     sure_seqs = tiny_engine.encode([sure_prompt(p, a.text) for p, a in zip(prompts, answers)])
-    full = tiny_engine.sure_probability(sure_seqs)
-    reused = tiny_engine.sure_probability(sure_seqs, cache)
+    full = sure_p(tiny_engine, sure_seqs)
+    reused = sure_p(tiny_engine, sure_seqs, cache)
     assert reused == pytest.approx(full, abs=1e-5)
 
 
 def test_prompt_cache_falls_back_when_tokens_merge_across_the_boundary(tiny_engine):
     seqs = tiny_engine.encode(["Question: a b Answer:", "Question: c Answer:"])
-    tiny_engine.generate(seqs, 2, keep_prompt_cache=True)
+    _, cache = tiny_engine.decode(seqs, 2, keep_prompt_cache=True)
     # row 0 does not start with its prompt's tokens: it must be scored in full
     sure_seqs = [tiny_engine.encode(["Something else entirely. I am"])[0],
                  seqs[1] + tiny_engine.encode([" x. I am"])[0]]
-    reused = tiny_engine.sure_probability(sure_seqs, tiny_engine.prompt_cache)
-    assert reused == pytest.approx(tiny_engine.sure_probability(sure_seqs), abs=1e-5)
+    reused = sure_p(tiny_engine, sure_seqs, cache)
+    assert reused == pytest.approx(sure_p(tiny_engine, sure_seqs), abs=1e-5)
 
 
 def test_letter_cache_reuse_matches(tiny_engine, data_dir):
-    from rtuning.engine import continuation_token
     from rtuning.tasks import MMLU
 
     prompts = [ex.prompt for ex in MMLU.load(data_dir, "ID")[:3]]
     seqs = tiny_engine.encode(prompts)
     letters = [continuation_token(tiny_engine.tokenizer, "Answer:", c) for c in "ABCD"]
-    picks = tiny_engine.choose_letter(seqs, letters, keep_prompt_cache=True)
+    picks, cache = choose(tiny_engine, seqs, letters, keep=True)
     sure_seqs = tiny_engine.encode([sure_prompt(p, "ABCD"[k], "") for p, (k, _) in zip(prompts, picks)])
-    assert tiny_engine.sure_probability(sure_seqs, tiny_engine.prompt_cache) == pytest.approx(
-        tiny_engine.sure_probability(sure_seqs), abs=1e-5)
+    assert sure_p(tiny_engine, sure_seqs, cache) == pytest.approx(
+        sure_p(tiny_engine, sure_seqs), abs=1e-5)
 
 
 # -- tree-packed prompts, kept prefix, finished rows leaving the batch, answer KV reuse -----
@@ -200,10 +210,9 @@ def shot_prompts(data_dir):
 
 def answer_and_sure(engine, prompts, new_tokens=5):
     seqs = engine.encode(prompts)
-    answers = engine.generate(seqs, new_tokens, keep_prompt_cache=True)
-    cache = engine.prompt_cache
+    answers, cache = engine.decode(seqs, new_tokens, keep_prompt_cache=True)
     sure_seqs = engine.encode([sure_prompt(p, a.text) for p, a in zip(prompts, answers)])
-    return answers, engine.sure_probability(sure_seqs, cache), sure_seqs
+    return answers, sure_p(engine, sure_seqs, cache), sure_seqs
 
 
 def assert_same(a, b, sure_a, sure_b):
@@ -221,7 +230,7 @@ def test_packed_prompts_equal_plain_batches_with_less_work(varied, shot_prompts)
     b, sure_b, sure_seqs = answer_and_sure(plain, shot_prompts)
     assert {x.stopped_by for x in b} >= {"period", "length"}  # the test covers both kinds of stop
     assert_same(a, b, sure_a, sure_b)
-    assert sure_b == pytest.approx(plain.sure_probability(sure_seqs), abs=1e-5)  # cache vs full, plain
+    assert sure_b == pytest.approx(sure_p(plain, sure_seqs), abs=1e-5)  # cache vs full, plain
     assert packed.tokens_processed < 0.7 * plain.tokens_processed
     packed.reset_counters()
     packed.next_token_probs(packed.encode(shot_prompts))
@@ -286,17 +295,16 @@ def test_sure_reuses_the_answer_tokens_and_falls_back_when_they_differ(varied, s
     packed, _ = varied
     prompts = shot_prompts[:8]
     seqs = packed.encode(prompts)
-    answers = packed.generate(seqs, 5, keep_prompt_cache=True)
-    cache = packed.prompt_cache
+    answers, cache = packed.decode(seqs, 5, keep_prompt_cache=True)
     assert cache.answers and any(cache.answers)
     # half the rows get another answer than the one decoded: their cached answer columns must go
     texts = [a.text if i % 2 else "Zanzibar" for i, a in enumerate(answers)]
     sure_seqs = packed.encode([sure_prompt(p, t) for p, t in zip(prompts, texts)])
     packed.reset_counters()
-    reused = packed.sure_probability(sure_seqs, cache)
+    reused = sure_p(packed, sure_seqs, cache)
     after_prompt = sum(len(s) - len(p) for s, p in zip(sure_seqs, seqs))
     assert packed.tokens_processed < after_prompt  # decoded answer tokens were not computed again
-    assert reused == pytest.approx(packed.sure_probability(sure_seqs), abs=1e-5)
+    assert reused == pytest.approx(sure_p(packed, sure_seqs), abs=1e-5)
 
 
 def test_finished_rows_leave_the_batch(plain_engine, bpe_tokenizer):
@@ -314,13 +322,12 @@ def test_finished_rows_leave_the_batch(plain_engine, bpe_tokenizer):
 
 
 def test_packed_letters_equal_plain_letters(varied, data_dir):
-    from rtuning.engine import continuation_token
     from rtuning.tasks import MMLU
 
     packed, plain = varied
     prompts = [ex.prompt for ex in MMLU.load(data_dir, "ID")[:4]]
     letters = [continuation_token(packed.tokenizer, "Answer:", c) for c in "ABCD"]
-    picks = [e.choose_letter(e.encode(prompts), letters) for e in (packed, plain)]
+    picks = [choose(e, e.encode(prompts), letters)[0] for e in (packed, plain)]
     assert [k for k, _ in picks[0]] == [k for k, _ in picks[1]]
     for (_, p), (_, q) in zip(*picks):
         assert p == pytest.approx(q, abs=1e-5)
@@ -328,7 +335,6 @@ def test_packed_letters_equal_plain_letters(varied, data_dir):
 
 def test_letters_without_the_prompt_cache_skip_gathering_it(varied, data_dir, monkeypatch):
     import rtuning.engine as engine_module
-    from rtuning.engine import continuation_token
     from rtuning.tasks import MMLU
 
     packed, _ = varied
@@ -337,11 +343,11 @@ def test_letters_without_the_prompt_cache_skip_gathering_it(varied, data_dir, mo
     built = []
     real = engine_module._cache_from
     monkeypatch.setattr(engine_module, "_cache_from", lambda kv: built.append(kv) or real(kv))
-    kept = packed.choose_letter(seqs, letters, keep_prompt_cache=True)
-    assert packed.prompt_cache is not None
+    kept, cache = choose(packed, seqs, letters, keep=True)
+    assert cache is not None
     with_cache = len(built)
-    plain = packed.choose_letter(seqs, letters)
-    assert packed.prompt_cache is None
+    plain, cache = choose(packed, seqs, letters)
+    assert cache is None
     assert len(built) - with_cache == with_cache - 1  # the same passes, less the gathered cache
     assert plain == kept  # bit for bit: the logits do not depend on the gather
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from rtuning.engine import continuation_token
+from rtuning.scoring import ScoringRules, continuation_token
 from rtuning.tasks import SURE_QUESTION
 
 CONTEXT = "Question: Who? Answer: Ann." + SURE_QUESTION + " I am"
@@ -44,6 +44,8 @@ def test_sentencepiece_sure_token_carries_the_word_boundary():
     check(tok, "▁")
 
 
-def test_engine_uses_the_in_context_ids(tiny_engine, bpe_tokenizer):
-    assert tiny_engine.sure_id == continuation_token(bpe_tokenizer, CONTEXT, " sure")
-    assert bpe_tokenizer.decode([tiny_engine.unsure_id]) == " unsure"
+def test_scoring_rules_use_the_in_context_ids(bpe_tokenizer):
+    for compat in ("default", "original"):  # the original's ids for them are these on LLaMA too
+        rules = ScoringRules.build(bpe_tokenizer, compat)
+        assert rules.sure_id == continuation_token(bpe_tokenizer, CONTEXT, " sure")
+        assert bpe_tokenizer.decode([rules.unsure_id]) == " unsure"
