@@ -53,8 +53,9 @@ def run_killed_then_resumed(monkeypatch, main, argv, fail_on_call, delay=0.0, af
         return real(self, *a, **k)
 
     monkeypatch.setattr(TaskRunner, "answer", flaky)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(SystemExit) as e:  # Ctrl-C: a line saying what is saved, status 130, no traceback
         main("pararel", argv)
+    assert e.value.code == 130
     after_kill()
     monkeypatch.setattr(TaskRunner, "answer", real)
     return main("pararel", argv)
@@ -259,3 +260,45 @@ def test_summary_credits_the_commits_that_computed_the_records(env_data, tiny_mo
                                       after_kill=switch)
     assert killed_at["records_git_commits"] == ["aaa"]
     assert resumed["git_commit"] == "bbb" and resumed["records_git_commits"] == ["aaa", "bbb"]
+
+
+def test_ctrl_c_says_what_is_saved_and_the_rerun_says_it_resumes(env_data, tiny_model_dir, tmp_path, monkeypatch,
+                                                                  capsys):
+    saved = []
+    run_killed_then_resumed(monkeypatch, evaluate_main, eval_args(tiny_model_dir, tmp_path, "--domain", "OOD"),
+                            fail_on_call=2, after_kill=lambda: saved.append(capsys.readouterr().err))
+    records = tmp_path / "e_OOD.jsonl"
+    assert "Traceback" not in saved[0]
+    assert saved[0].strip().endswith(f"interrupted: 4 of 9 questions saved in {records}; "
+                                     "rerun the same command to resume")
+    assert f"resuming: 4 of 9 questions already done in {records}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("limit", ["0", "-3"])
+def test_limit_below_one_is_refused(env_data, tmp_path, capsys, limit):
+    with pytest.raises(SystemExit) as e:
+        evaluate_main("pararel", ["--limit", limit, "--output_dir", str(tmp_path)])
+    assert e.value.code == 2
+    assert capsys.readouterr().err.strip() == f"error: --limit {limit}: pass a number of questions, 1 or more"
+
+
+def test_misspelt_model_fails_fast_offline_and_names_the_close_registry_name(env_data, tmp_path, capsys, monkeypatch):
+    from rtuning import models
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    t0 = time.time()
+    with pytest.raises(SystemExit) as e:
+        evaluate_main("pararel", ["--model", "smolm2-135m", "--limit", "2", "--output_dir", str(tmp_path)])
+    assert e.value.code == 2 and time.time() - t0 < 10
+    err = capsys.readouterr().err
+    assert "'smolm2-135m': it is neither a registry name (smollm2-135m) nor a local folder or .gguf file" in err
+    assert "HF_HUB_OFFLINE is set, so it cannot be a hub id either; did you mean 'smollm2-135m'?" in err
+    # an unreachable Hub says so; a hub id is still handed to transformers when the Hub answers
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setattr(models, "_offline_reason", lambda: "the Hugging Face Hub (huggingface.co) is unreachable")
+    with pytest.raises(SystemExit, match="huggingface.co. is unreachable, so it cannot be a hub id"):
+        models.resolve_model("someorg/some-model")
+    monkeypatch.setattr(models, "_offline_reason", lambda: None)
+    assert models.resolve_model("someorg/some-model").path == "someorg/some-model"
+    with pytest.raises(SystemExit, match="no such path exists"):
+        models.resolve_model(str(tmp_path / "no" / "such" / "model"))
