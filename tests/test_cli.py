@@ -302,3 +302,48 @@ def test_misspelt_model_fails_fast_offline_and_names_the_close_registry_name(env
     assert models.resolve_model("someorg/some-model").path == "someorg/some-model"
     with pytest.raises(SystemExit, match="no such path exists"):
         models.resolve_model(str(tmp_path / "no" / "such" / "model"))
+
+
+def test_help_examples_keep_their_line_breaks_and_use_sample():
+    import importlib.util
+    import re
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    scripts = sorted(repo.glob("training/*/run_*.py")) + [repo / "training/run_multitask.py"] + sorted(
+        repo.glob("evaluation/run_*.py"))
+    for path in scripts:
+        spec = importlib.util.spec_from_file_location("script", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)  # the scripts run only under __main__
+        doc = module.__doc__
+        command = doc.split("\n\n")[1]
+        assert command.count(" \\\n") == 1, path  # the backslash continues the shell line, as typed
+        assert "--limit" not in doc and re.search(r"--sample \d+", doc), path
+
+
+def test_finetune_launcher_help_lists_its_flags_and_the_defaults():
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    res = subprocess.run(["bash", str(repo / "finetune/run_finetune.sh"), "--help"], capture_output=True, text=True,
+                         env={**os.environ, "PYTHON": sys.executable, "PYTHONPATH": str(repo)}, timeout=120)
+    assert res.returncode == 0, res.stderr
+    for flag in ("--accelerate_config", "--num_processes", "--cpu", "usage: bash finetune/run_finetune.sh"):
+        assert flag in res.stdout
+    text = " ".join(res.stdout.split())
+    assert "--learning_rate LEARNING_RATE default: 2e-05" in text and "--block_size BLOCK_SIZE default: 512" in text
+    assert "--warmup_ratio WARMUP_RATIO warm-up as a fraction of all steps (default: 0.0)" in text
+
+
+def test_reproduce_quick_help_is_a_sentence(capsys):
+    from rtuning.reproduce import parse_args
+
+    with pytest.raises(SystemExit):
+        parse_args(["--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "--quick smoke preset: 40 training questions per dataset, 40 per test set" in out
+    assert "written to runs/quick unless --out is given" in out and "{" not in out.split("--quick")[1]
