@@ -4,6 +4,7 @@
     python dataset/prepare.py halueval --source qa_data.json
     python dataset/prepare.py hotpotqa --source hotpot_train_v1.1.json --dev hotpot_dev_distractor_v1.json
     python dataset/prepare.py wice --source data/entailment_retrieval/claim/
+    python dataset/prepare.py fever --source train.jsonl --test shared_task_dev.jsonl --wiki_pages wiki-pages/
     python dataset/prepare.py mmlu --from_hub                # same, from the Hugging Face copy
 
 Every subcommand works offline from local files (--source); mmlu, halueval and hotpotqa can
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from rtuning.cli import default_data_dir
-from rtuning.tasks import MMLU_LETTERS, TASKS, DataError
+from rtuning.tasks import MMLU_LETTERS, TASKS, DataError, read_text
 
 MMLU_SUBJECTS, MMLU_ID_SUBJECTS = 57, 28
 # (name, config) on the Hugging Face Hub; hotpotqa/hotpot_qa is where the old name hotpot_qa now lives
@@ -30,6 +31,8 @@ MMLU_HUB = ("cais/mmlu", "all")
 HALUEVAL_HUB = ("pminervini/HaluEval", "qa")
 HOTPOT_HUB = ("hotpotqa/hotpot_qa", "distractor")
 WICE_LABELS = ("supported", "partially_supported", "not_supported")
+WICE_LAYOUT = ("WiCE's claim-level JSON lines (data/entailment_retrieval/claim/{train,test}.jsonl): "
+               "{label, supporting_sentences, claim, evidence: [sentence, ...], meta}")
 
 Rows = dict[str, list[list[str]]]  # MMLU subject -> [question, A, B, C, D, letter] rows
 
@@ -45,7 +48,7 @@ def read_json_records(path: Path) -> list[tuple[str, Any]]:
     """(where, record) pairs from a JSON list or a JSON-lines file; `where` is "record N" or "line N"."""
     if not path.is_file():
         raise SourceError(f"input file not found: {path}")
-    text = path.read_text(encoding="utf-8")
+    text = read_text(path)  # refuses empty, UTF-16 and other non-UTF-8 files with one line
     try:
         data = json.loads(text)
     except json.JSONDecodeError:
@@ -61,6 +64,8 @@ def read_json_records(path: Path) -> list[tuple[str, Any]]:
         return [("line 1", data)]
     if not isinstance(data, list):
         raise SourceError(f"{path}: expected a list of records or JSON lines, got {type(data).__name__}")
+    if not data:
+        raise SourceError(f"{path}: no records (an empty list)")
     return [(f"record {i}", rec) for i, rec in enumerate(data)]
 
 
@@ -166,7 +171,9 @@ def prepare_halueval(args) -> dict[str, Any]:
         records, file = read_json_records(Path(args.source)), args.source
     for where, rec in records:
         if not isinstance(rec, dict) or any(not isinstance(rec.get(k), str) for k in HALUEVAL_FIELDS):
-            raise SourceError(f"{file}: {where}: expected an object with string fields {', '.join(HALUEVAL_FIELDS)}")
+            raise SourceError(f"{file}: {where}: expected an object with string fields {', '.join(HALUEVAL_FIELDS)}; "
+                              "the layouts known here: HaluEval's data/qa_data.json (JSON lines) and the "
+                              f"Hugging Face {HALUEVAL_HUB[0]} ({HALUEVAL_HUB[1]}) rows, which have these fields")
     check_with_task("halueval", records, file)
     return {"HaluEvalQA/HaluEvalQA.json": [{k: rec[k] for k in HALUEVAL_FIELDS} for _, rec in records]}
 
@@ -174,17 +181,51 @@ def prepare_halueval(args) -> dict[str, Any]:
 # --- HotpotQA ---------------------------------------------------------------------------
 
 
+HOTPOT_LAYOUTS = (
+    "HotpotQA's own JSON (hotpot_train_v1.1.json, hotpot_dev_distractor_v1.json, hotpot_dev_fullwiki_v1.json): "
+    "context [[title, [sentence, ...]], ...]",
+    "the Hugging Face hotpot_qa layout: context {title: [...], sentences: [[...]]}, "
+    "supporting_facts {title: [...], sent_id: [...]}",
+    "context as a list of {title, sentences} objects",
+    "context with each paragraph as one text: [[title, text], ...] (kept as a one-sentence paragraph)",
+)
+
+
+def hotpot_paragraph(p: Any) -> Any:
+    """[title, [sentences]] from a {title, sentences} object or a [title, text] pair; others as they are."""
+    if isinstance(p, dict):
+        p = [p["title"], p["sentences"]]
+    if isinstance(p, list) and len(p) == 2 and isinstance(p[1], str):
+        return [p[0], [p[1]]]
+    return p
+
+
 def hotpot_original_layout(rec: Any, where: str, file: str) -> Any:
-    """Convert a Hugging Face layout record (dict context/supporting_facts) to the original one."""
-    if not isinstance(rec, dict) or not isinstance(rec.get("context"), dict):
-        return rec  # already the original layout (checked by the task parser afterwards)
+    """Convert a record of one of HOTPOT_LAYOUTS to HotpotQA's own layout (the release's)."""
+    if not isinstance(rec, dict) or "context" not in rec:
+        raise SourceError(f"{file}: {where}: not a HotpotQA record (no 'context'); the layouts known here: "
+                          + "; ".join(HOTPOT_LAYOUTS))
+    ctx = rec["context"]
     try:
-        ctx, sup = rec["context"], rec.get("supporting_facts") or {"title": [], "sent_id": []}
-        context = [[t, list(s)] for t, s in zip(ctx["title"], ctx["sentences"], strict=True)]
-        facts = [[t, i] for t, i in zip(sup["title"], sup["sent_id"], strict=True)]
+        if isinstance(ctx, dict):  # Hugging Face: parallel lists
+            sup = rec.get("supporting_facts") or {"title": [], "sent_id": []}
+            context = [[t, list(s)] for t, s in zip(ctx["title"], ctx["sentences"], strict=True)]
+            facts = [[t, i] for t, i in zip(sup["title"], sup["sent_id"], strict=True)]
+        elif isinstance(ctx, list):
+            # objects become pairs; a paragraph kept as one text becomes one sentence, which gives
+            # the same prompt (sentences are joined with spaces)
+            context = [hotpot_paragraph(p) for p in ctx]
+            facts = rec.get("supporting_facts", [])
+        else:
+            raise TypeError
     except (KeyError, TypeError, ValueError):
-        raise SourceError(f"{file}: {where}: Hugging Face layout needs context {{title, sentences}} and "
-                          "supporting_facts {title, sent_id} of equal lengths") from None
+        raise SourceError(f"{file}: {where}: field 'context' is in none of the layouts known here: "
+                          + "; ".join(HOTPOT_LAYOUTS)) from None
+    if "answer" not in rec:
+        raise SourceError(f"{file}: {where}: no 'answer' (HotpotQA's test files, e.g. hotpot_test_fullwiki_v1.json, "
+                          "have none: use the train and dev files)")
+    if context == ctx and not isinstance(ctx, dict):
+        return rec  # already HotpotQA's own layout: written as read
     out = {"_id": rec["id"]} if "id" in rec else {}
     out.update((k, v) for k, v in rec.items() if k not in ("id", "context", "supporting_facts"))
     return {**out, "supporting_facts": facts, "context": context}
@@ -194,6 +235,9 @@ def hotpot_records(records: Iterable[tuple[str, Any]], file: str, limit: int | N
     records = list(records)[:limit]
     converted = [(where, hotpot_original_layout(rec, where, file)) for where, rec in records]
     check_with_task("hotpotqa", converted, file)
+    if all(not rec["context"] for _, rec in converted):
+        raise SourceError(f"{file}: no record has any context paragraph; the layouts known here: "
+                          + "; ".join(HOTPOT_LAYOUTS))
     return [rec for _, rec in converted]
 
 
@@ -226,9 +270,91 @@ def prepare_wice(args) -> dict[str, Any]:
         for where, rec in records:
             if not isinstance(rec, dict) or rec.get("label") not in WICE_LABELS:
                 raise SourceError(f"{path}: {where}: expected an object whose 'label' is one of "
-                                  f"{', '.join(WICE_LABELS)}")
+                                  f"{', '.join(WICE_LABELS)}; the layout known here: {WICE_LAYOUT}")
         check_with_task("wice", records, str(path))
         out[name] = [rec for _, rec in records]
+    return out
+
+
+# --- FEVER ------------------------------------------------------------------------------
+
+FEVER_LABELS = ("SUPPORTS", "REFUTES", "NOT ENOUGH INFO")
+FEVER_LAYOUTS = (
+    "FEVER 1.0's JSON lines (train.jsonl, shared_task_dev.jsonl, paper_dev.jsonl): {id, label, claim, "
+    "evidence: [[[annotation id, evidence id, page, sentence id], ...], ...]}, with --wiki_pages for the text",
+    "the release's layout: {id, claim, evidence: [sentence, ...], label}",
+)
+
+
+def fever_wanted(records: list[tuple[str, Any]], file: str) -> set[str]:
+    """The wiki pages FEVER 1.0 records cite (empty for records already holding sentence text)."""
+    pages = set()
+    for where, rec in records:
+        if not isinstance(rec, dict) or rec.get("label") not in FEVER_LABELS or not isinstance(rec.get("claim"), str):
+            raise SourceError(f"{file}: {where}: not a FEVER record (claim, label one of {', '.join(FEVER_LABELS)}); "
+                              "the layouts known here: " + "; ".join(FEVER_LAYOUTS))
+        evidence = rec.get("evidence")
+        if isinstance(evidence, list) and all(isinstance(e, str) for e in evidence):
+            continue
+        try:
+            pages.update(item[2] for group in evidence for item in group if item[2] is not None)
+        except (TypeError, IndexError):
+            raise SourceError(f"{file}: {where}: field 'evidence' is in none of the layouts known here: "
+                              + "; ".join(FEVER_LAYOUTS)) from None
+    return pages
+
+
+def read_wiki_pages(folder: Path, wanted: set[str]) -> dict[str, dict[int, str]]:
+    """page -> sentence id -> text, for the wanted pages of FEVER's wiki-pages/wiki-*.jsonl."""
+    files = sorted(folder.glob("*.jsonl")) if folder.is_dir() else []
+    if not files:
+        raise SourceError(f"no *.jsonl files in {folder} (expected FEVER's wiki-pages folder, wiki-001.jsonl ...)")
+    pages: dict[str, dict[int, str]] = {}
+    for path in files:
+        for where, page in read_json_records(path):
+            if isinstance(page, dict) and page.get("id") in wanted:
+                # "lines" is one sentence a line: "{id}\t{text}\t{links...}"
+                pages[page["id"]] = {int(n): t for n, t, *_ in
+                                     (line.split("\t") for line in page.get("lines", "").split("\n"))
+                                     if n.isdigit()}
+    return pages
+
+
+def fever_records(records: list[tuple[str, Any]], file: str, wiki: Path | None) -> list[dict]:
+    """Release-layout FEVER records: evidence as the text of the cited sentences (each once, in order)."""
+    wanted = fever_wanted(records, file)
+    if wanted and wiki is None:
+        raise SourceError(f"{file}: the evidence is FEVER 1.0's sentence ids, not their text: pass --wiki_pages "
+                          "with FEVER's wiki-pages folder (fever.ai, wiki-pages.zip)")
+    pages = read_wiki_pages(wiki, wanted) if wanted else {}
+    out = []
+    for where, rec in records:
+        evidence = rec["evidence"]
+        if not all(isinstance(e, str) for e in evidence):
+            texts = []
+            for item in (item for group in evidence for item in group if item[2] is not None):
+                try:
+                    text = pages[item[2]][item[3]]
+                except (KeyError, TypeError):
+                    raise SourceError(f"{file}: {where}: sentence {item[3]} of page {item[2]!r} is not in "
+                                      f"{wiki}") from None
+                if text not in texts:
+                    texts.append(text)
+            evidence = texts
+        out.append({"id": rec.get("id"), "claim": rec["claim"], "evidence": evidence, "label": rec["label"]})
+    check_with_task("fever", list(zip((w for w, _ in records), out)), file)
+    return out
+
+
+def prepare_fever(args) -> dict[str, Any]:
+    if not args.source and not args.test:
+        raise SourceError("fever needs --source (training claims) and/or --test (test claims)")
+    wiki = Path(args.wiki_pages) if args.wiki_pages else None
+    out = {}
+    for name, file in (("FEVER/fever_10k.json", args.source), ("FEVER/fever_10k_test.json", args.test)):
+        if file:
+            records = read_json_records(Path(file))[: args.num]
+            out[name] = fever_records(records, file, wiki)
     return out
 
 
@@ -288,6 +414,16 @@ def parser() -> argparse.ArgumentParser:
                 description="There is no --from_hub: WiCE has no official Hugging Face copy. The claim-level "
                             "files are data/entailment_retrieval/claim/ in github.com/ryokamoi/wice.")
     s.set_defaults(run=prepare_wice)
+
+    s = command("fever", "FEVER -> FEVER/fever_10k.json (--source) and FEVER/fever_10k_test.json (--test)",
+                "FEVER 1.0 claims for training (e.g. train.jsonl) or a file in the release's layout",
+                None, required=False,
+                description="FEVER 1.0 cites evidence by page and sentence id; --wiki_pages gives the text. "
+                            "Files from fever.ai: train.jsonl, shared_task_dev.jsonl, wiki-pages.zip.")
+    s.add_argument("--test", help="FEVER 1.0 claims for testing (e.g. shared_task_dev.jsonl) -> fever_10k_test.json")
+    s.add_argument("--wiki_pages", help="FEVER's wiki-pages folder (wiki-001.jsonl ...), for the evidence text")
+    s.add_argument("--num", type=int, default=None, help="keep the first N claims of each file (default: all)")
+    s.set_defaults(run=prepare_fever)
     return p
 
 
@@ -295,6 +431,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         files = args.run(args)
+        for name, data in files.items():  # never leave an empty file where the scripts look
+            if not data or (isinstance(data, dict) and not any(data.values())):
+                raise SourceError(f"no records for {name}: the input held none; nothing written")
     except (SourceError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -1,8 +1,8 @@
-"""Evaluate a model on FEVER: claim + evidence, options A-C scored by their letters'
+r"""Evaluate a model on FEVER: claim + evidence, options A-C scored by their letters'
 logits; accuracy, confidence, sure-probability and AP.
 
     python evaluation/run_fever.py --model output_models/pararel_unsure --domain ID \
-        --data_dir ../shared/R-Tuning-data --limit 100
+        --data_dir ../shared/R-Tuning-data --sample 100
 
 Writes evaluation/results/{result}_{domain}.* and prints the summary table.
 """

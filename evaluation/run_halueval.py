@@ -1,8 +1,8 @@
-"""Evaluate a model on HaluEval QA: knowledge + question, greedy answer of up to 8
+r"""Evaluate a model on HaluEval QA: knowledge + question, greedy answer of up to 8
 tokens, answer confidence, sure-probability, accuracy (gold = right_answer) and AP.
 
     python evaluation/run_halueval.py --model output_models/pararel_unsure --domain OOD \
-        --data_dir ../shared/R-Tuning-data --limit 100
+        --data_dir ../shared/R-Tuning-data --sample 100
 
 Writes evaluation/results/{result}_{domain}.* and prints the summary table.
 """

@@ -1,9 +1,9 @@
-"""Evaluate a model on HotpotQA: paragraphs + question, greedy answer of up to 8
+r"""Evaluate a model on HotpotQA: paragraphs + question, greedy answer of up to 8
 tokens (stop at "."), answer confidence, sure-probability, accuracy and AP. Long contexts are cut
 from the left to --max_prompt_tokens.
 
     python evaluation/run_hotpotqa.py --model output_models/pararel_unsure --domain ID \
-        --data_dir ../shared/R-Tuning-data --limit 100
+        --data_dir ../shared/R-Tuning-data --sample 100
 
 Writes evaluation/results/{result}_{domain}.* and prints the summary table.
 """

@@ -1,7 +1,7 @@
-"""Evaluate a model on ParaRel: answer, answer confidence, sure-probability, accuracy and AP.
+r"""Evaluate a model on ParaRel: answer, answer confidence, sure-probability, accuracy and AP.
 
     python evaluation/run_pararel.py --model output_models/pararel_unsure --domain ID \
-        --data_dir ../shared/R-Tuning-data --limit 300
+        --data_dir ../shared/R-Tuning-data --sample 300
 
 Writes evaluation/results/{result}_{domain}.json (the original's [correct, conf, sure] list),
 .jsonl (per question), .summary.json and .meta.json, and prints the summary table.

@@ -1,9 +1,9 @@
-"""Evaluate a model on WiCE: claim + evidence, options A-C scored by their letters'
+r"""Evaluate a model on WiCE: claim + evidence, options A-C scored by their letters'
 logits; accuracy, confidence, sure-probability and AP. Long evidence is cut from the left to
 --max_prompt_tokens (counted in the summary).
 
     python evaluation/run_wice.py --model output_models/pararel_unsure --domain ID \
-        --data_dir ../shared/R-Tuning-data --limit 100
+        --data_dir ../shared/R-Tuning-data --sample 100
 
 Writes evaluation/results/{result}_{domain}.* and prints the summary table.
 """

@@ -27,6 +27,13 @@ if ! command -v "$py" >/dev/null 2>&1; then
   echo "error: python interpreter '$py' not found; set PYTHON=/path/to/python" >&2
   exit 2
 fi
+case " $* " in
+  *" --help "*|*" -h "*)
+    # the launcher's own flags (this header), then the fine-tuning flags with their defaults
+    sed -n '2,/^set -euo/{/^#/s/^# \{0,1\}//p}' "$here/run_finetune.sh"
+    echo
+    exec "$py" -m rtuning.finetune --help ;;
+esac
 if ! "$py" -c "import accelerate" 2>/dev/null; then
   echo "error: accelerate is not installed for $py; pip install -r requirements.txt (or set PYTHON)" >&2
   exit 2

@@ -97,12 +97,28 @@ def _fail(msg: str) -> None:
     raise SystemExit(2)
 
 
+def _resuming(store: RunStore, total: int) -> None:
+    """Say at the start that a rerun continues earlier records (the bar alone does not say why it starts part way)."""
+    if store.resumed and store.rank == 0:
+        print(f"resuming: {store.resumed} of {total} questions already done in {store.records_path}", file=sys.stderr)
+
+
+def _interrupted(store: RunStore | None, total: int) -> None:
+    """Ctrl-C: what is saved and how to go on, instead of a traceback; exit status 130 as for SIGINT."""
+    if store is None:
+        print("\ninterrupted before any question was answered", file=sys.stderr)
+    else:
+        print(f"\ninterrupted: {len(store.done)} of {total} questions saved in {store.records_path}; "
+              "rerun the same command to resume", file=sys.stderr)
+    raise SystemExit(130)
+
+
 class Setup:
     """What a run needs, loaded in order: data first (cheap, catches data errors), then the model."""
 
     def __init__(self, args, task: Task, split: str):
         from .backends import BackendError, BackendOptions, create_backend, resolve_backend
-        from .models import resolve_model
+        from .models import ModelNotFound, resolve_model
         from .pipeline import TaskRunner
         from .scoring import ScoringRules
 
@@ -116,8 +132,14 @@ class Setup:
             if args.sample < len(examples):
                 keep = sorted(random.Random(args.seed).sample(range(len(examples)), args.sample))
                 examples = [examples[i] for i in keep]
+        if args.limit is not None and args.limit < 1:
+            # a slice would give no questions (0) or drop the last ones (-3)
+            raise DataError(f"--limit {args.limit}: pass a number of questions, 1 or more")
         self.examples = examples[: args.limit] if args.limit is not None else examples
-        self.spec = spec = resolve_model(args.model)
+        try:
+            self.spec = spec = resolve_model(args.model)
+        except ModelNotFound as e:
+            raise DataError(str(e.code)) from None
         # Shots shape the answer format of open questions; letter scoring needs none.
         recommended = spec.recommended_shots if task.kind != "choice" else 0
         self.num_shots = recommended if args.num_shots is None else args.num_shots
@@ -229,6 +251,7 @@ def probe_main(task: str | Task, argv: list[str] | None = None, doc: str | None 
     from .pipeline import lmflow_text_only, probe, training_texts
 
     args = args or probe_parser(doc).parse_args(argv)
+    run = store = None
     try:
         task = get_task(task) if isinstance(task, str) else task
         if "train" not in task.files:
@@ -239,11 +262,14 @@ def probe_main(task: str | Task, argv: list[str] | None = None, doc: str | None 
         extra = {"letter_samples": LETTER_SAMPLES} if args.method == "uncertain" and task.kind == "choice" else {}
         store = run.store(stem.with_suffix(".records.jsonl"), stem.with_suffix(".meta.json"),
                           run.config(args, **extra), args.overwrite, args)
+        _resuming(store, len(run.examples))
         records = probe(run.runner, run.examples, store, method=args.method, batch_size=args.batch_size,
                         seed=args.seed, match=args.match, num_try=args.num_try, temperature=args.temperature,
                         max_batch_tokens=run.max_batch_tokens, procs=run.procs)
     except (DataError, RunConflict) as e:
         _fail(str(e))
+    except KeyboardInterrupt:
+        _interrupted(store, len(run.examples) if run else 0)
     if not run.procs.is_main:
         return {}
     texts = training_texts(task, run.examples, records, args.method, args.seed)
@@ -288,6 +314,7 @@ def evaluate_main(task: str | Task, argv: list[str] | None = None, doc: str | No
     p.add_argument("--temperature", type=float, default=0.7)
     p.add_argument("--output_dir", default=str(REPO_ROOT / "evaluation" / "results"))
     args = p.parse_args(argv)
+    run = store = None
     try:
         run = Setup(args, task, args.domain)
         result = args.result or f"{run.spec.tag}_{task.name}"
@@ -295,11 +322,14 @@ def evaluate_main(task: str | Task, argv: list[str] | None = None, doc: str | No
         extra = {"letter_samples": LETTER_SAMPLES} if args.num_samples and task.kind == "choice" else {}
         store = run.store(stem.with_suffix(".jsonl"), stem.with_suffix(".meta.json"), run.config(args, **extra),
                           args.overwrite, args)
+        _resuming(store, len(run.examples))
         records = evaluate(run.runner, run.examples, store, batch_size=args.batch_size, match=args.match,
                            max_batch_tokens=run.max_batch_tokens, procs=run.procs,
                            num_samples=args.num_samples, temperature=args.temperature, seed=args.seed)
     except (DataError, RunConflict) as e:
         _fail(str(e))
+    except KeyboardInterrupt:
+        _interrupted(store, len(run.examples) if run else 0)
     if not run.procs.is_main:
         return {}
     store.write_merged(records)

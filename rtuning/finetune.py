@@ -236,7 +236,7 @@ def find_checkpoint(out: Path, wanted: str | None) -> str | None:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__)
+    p = argparse.ArgumentParser(prog="bash finetune/run_finetune.sh", description=__doc__)
     p.add_argument("--model_name_or_path", default="smollm2-135m",
                    help="registry name (smollm2-135m), hub id, local folder or .gguf file")
     p.add_argument("--dataset_path", required=True, help="an LMFlow text_only JSON file or a folder of them")
@@ -277,6 +277,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="save the adapters merged into the base weights (a plain model for evaluation); "
                         "the adapter itself goes to OUTPUT/lora_adapter")
     p.add_argument("--dataloader_num_workers", type=int, default=0)
+    for action in p._actions:  # every default in --help: users compare them with LMFlow's script
+        # (store_true flags default to False: nothing to show; a 0 or 0.0 default is shown)
+        if action.option_strings and action.default not in (None, argparse.SUPPRESS) and action.default is not False \
+                and "default" not in (action.help or ""):
+            action.help = f"{action.help} (default: %(default)s)" if action.help else "default: %(default)s"
     return p.parse_args(argv)
 
 

@@ -78,7 +78,62 @@ def resolve_model(name: str) -> ModelSpec:
         if not p.is_file():
             raise SystemExit(f"GGUF file not found: {name}")
         return ModelSpec(name=name, path=str(p.parent), gguf_file=p.name)
+    problem = None if Path(name).expanduser().exists() else _hub_id_problem(name)
+    if problem:
+        hint = close_names(name)
+        raise ModelNotFound(f"could not load model {name!r}: it is neither a registry name "
+                            f"({', '.join(REGISTRY)}) nor a local folder or .gguf file, and {problem}"
+                            + (f"; did you mean {hint}?" if hint else ""))
     return ModelSpec(name=name, path=name)
+
+
+class ModelNotFound(SystemExit):
+    """--model names nothing loadable; a SystemExit so that every entry point stops with its one line."""
+
+
+def close_names(name: str) -> str:
+    """Registry names close to a misspelt one, quoted, for 'did you mean' ("" when none is close)."""
+    import difflib
+
+    return " or ".join(repr(n) for n in difflib.get_close_matches(name.lower(), REGISTRY, n=3, cutoff=0.6))
+
+
+def _looks_like_hub_id(name: str) -> bool:
+    # "org/name" or a legacy top-level name ("gpt2"); not an absolute, relative or home path
+    return not name.startswith(("/", ".", "~")) and name.count("/") <= 1 and "\\" not in name
+
+
+def _offline_reason() -> str | None:
+    """Why the Hub cannot be asked (offline variables, or no connection within 3 s), else None.
+
+    Checked before transformers tries: with no network it retries for over a minute before failing."""
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        if os.environ.get(var, "").strip().upper() in ("1", "ON", "YES", "TRUE"):
+            return f"{var} is set"
+    import socket
+    from urllib.parse import urlparse
+
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    try:
+        socket.create_connection((endpoint.hostname, endpoint.port or 443), timeout=3).close()
+    except OSError:
+        return f"the Hugging Face Hub ({endpoint.hostname}) is unreachable"
+    return None
+
+
+def _hub_id_problem(name: str) -> str | None:
+    """Why transformers cannot be handed `name` as a hub id, or None: the Hub answers, or it is cached."""
+    if not _looks_like_hub_id(name):
+        return "no such path exists"
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        if isinstance(try_to_load_from_cache(name, "config.json"), str):
+            return None
+    except Exception:  # an id the cache cannot even parse: the reachability check decides
+        pass
+    reason = _offline_reason()
+    return f"{reason}, so it cannot be a hub id either" if reason else None
 
 
 def pick_device(device: str = "auto") -> torch.device:

@@ -407,20 +407,55 @@ Data files (SHA-256):
 """
 
 
+STAMP_PREFIX = "<!-- rtuning.report study: "
+
+
+def study_identity(study: dict) -> str:
+    """What makes a study itself across its invocations: its model and when its first invocation started."""
+    runs = study.get("invocations") or [{}]
+    return f"model {study.get('model')}, started {runs[0].get('started') or study.get('started') or 'unknown'}"
+
+
+def page_identity(page: Path) -> str | None:
+    """The identity of the study an existing page was made from: its stamp, else the JSON summary beside it
+    (pages written before stamps), else None (not a page this report made)."""
+    first = page.read_text(encoding="utf-8").split("\n", 1)[0]
+    if first.startswith(STAMP_PREFIX):
+        return first[len(STAMP_PREFIX):].split(" | ", 1)[0]
+    summary = page.with_suffix(".json")
+    try:
+        old = read_json(summary)
+        return study_identity({"model": old["model"], "invocations": old["invocations"]}) if old.get("invocations") else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("study", help="study.json written by python -m rtuning.reproduce")
     p.add_argument("--page", default="docs/results.md")
     p.add_argument("--notes", default=None, help="a markdown file placed under the page's opening paragraph "
                                                 "(what the run's scale was and why, findings in words)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a page that was made from another study (by default that is refused)")
     args = p.parse_args(argv)
     study = read_json(Path(args.study))
     study.setdefault("out", str(Path(args.study).parent))
     page = Path(args.page)
+    identity = study_identity(study)
+    if page.is_file() and not args.overwrite:
+        # a smoke study's report must not silently replace the committed full-scale page
+        made_from = page_identity(page)
+        if made_from != identity:
+            origin = f"another study ({made_from})" if made_from else "no study this report knows (it has no stamp)"
+            p.exit(1, f"error: {page} was made from {origin}, not from {args.study} ({identity}); "
+                      "pass --overwrite to replace it, or --page another file\n")
     page.parent.mkdir(parents=True, exist_ok=True)
     notes = "\n" + Path(args.notes).read_text(encoding="utf-8").strip() + "\n" if args.notes else ""
     checked = claims(study, ap_rows(study))
-    page.write_text(render(study, page, notes, checked), encoding="utf-8")
+    # the stamp (an HTML comment, invisible on the rendered page) lets a later report tell whose page this is
+    stamp = f"{STAMP_PREFIX}{identity} | {args.study} -->\n"
+    page.write_text(stamp + render(study, page, notes, checked), encoding="utf-8")
     summary = {"model": study["model"], "commit": study["git_commit"], "complete": study.get("complete", True),
                "invocations": [{k: r.get(k) for k in ("started", "git_commit", "wall_time_s", "complete")}
                                for r in study.get("invocations", [])],

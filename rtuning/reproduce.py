@@ -80,7 +80,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--refusal_sets", default=",".join(REFUSAL_SETS))
     p.add_argument("--data_dir", default=default_data_dir())
-    p.add_argument("--out", default="runs/study")
+    p.add_argument("--out", default=None,
+                   help="study folder (default: runs/study, or runs/quick with --quick, so that a smoke run "
+                        "never mixes with the full study's outputs)")
     p.add_argument("--limit", type=per_dataset, default=None,
                    help="training questions per dataset, a random sample (--seed) that covers every relation or "
                         "subject: N, or per dataset as pararel=1200,mmlu=300")
@@ -107,7 +109,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="inference batch size (default: the engine's rule, see Engine.suggest_batch_size)")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--device", default="auto")
-    p.add_argument("--quick", action="store_true", help=f"smoke preset: {QUICK}")
+    p.add_argument("--quick", action="store_true",
+                   help=f"smoke preset: {QUICK['limit']} training questions per dataset, {QUICK['test_limit']} per "
+                        f"test set and {QUICK['refusal_limit']} per unanswerable/answerable set, "
+                        f"{QUICK['num_try']} samples for R-Tuning-U and {QUICK['vanilla_c_samples']} for Vanilla-C "
+                        "(each unless given), written to runs/quick unless --out is given")
     args = p.parse_args(argv)
     # a misspelt name must not silently mean "no limit"
     from .tasks import DataError, get_task
@@ -127,6 +133,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         for k, v in QUICK.items():
             if getattr(args, k) in (None, p.get_default(k)):
                 setattr(args, k, v)
+    if args.out is None:
+        args.out = "runs/quick" if args.quick else "runs/study"
     return args
 
 

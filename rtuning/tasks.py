@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
@@ -79,6 +80,7 @@ class Task:
     shots_from: str | None = None  # task whose training file gives shots, when this one has none
     records_key: str | None = None  # records live under this key of a JSON object (SelfAware)
     keep: Callable[[Example, str], bool] | None = None  # which records of a shared file a split uses
+    needs_context: bool = False  # a file whose records all lack context (paragraphs) is refused
 
     @property
     def domains(self) -> tuple[str, ...]:
@@ -97,13 +99,24 @@ class Task:
         records = read_records(path)
         if self.records_key is not None:
             if not isinstance(records, dict) or not isinstance(records.get(self.records_key), list):
-                raise DataError(f"{path}: expected an object with a list under {self.records_key!r}")
+                got = type(records).__name__ if not isinstance(records, dict) else f"keys {', '.join(map(repr, records)) or 'none'}"
+                raise DataError(f"{path}: expected an object with a list of records under {self.records_key!r}, "
+                                f"got {got}; expected {LAYOUTS.get(self.name, 'the release layout')}")
             records = records[self.records_key]
+        elif isinstance(records, dict):
+            records = [records]  # a JSON-lines file of one line is one JSON object: one record
         if not isinstance(records, list):
-            raise DataError(f"{path}: expected a list of records, got {type(records).__name__}")
+            raise DataError(f"{path}: expected a list of records, got {type(records).__name__}; "
+                            f"expected {LAYOUTS.get(self.name, 'the release layout')}")
+        if not records:
+            raise DataError(f"{path}: no records (an empty list); expected {LAYOUTS.get(self.name, 'the release layout')}")
         examples = [self.parse(rec, i, str(path)) for i, rec in enumerate(records)]
+        if self.needs_context:
+            _check_context_present(examples, path)
         if self.keep is not None:
             examples = [ex for ex in examples if self.keep(ex, split)]
+            if not examples:
+                raise DataError(f"{path}: none of its {len(records):,} records belongs to the {split!r} split")
         return examples
 
     def solved(self, ex: Example, answer: str | None = None) -> str:
@@ -112,15 +125,38 @@ class Task:
         return f"{ex.prompt}{self.answer_sep}{answer}."
 
 
-def read_records(path: Path) -> Any:
-    """A JSON file (list or object) or a JSON-lines file, with errors that name the file."""
+def read_text(path: Path) -> str:
+    """A data file's text: UTF-8 (a UTF-8 byte-order mark is dropped), else a DataError saying what it is."""
     if not path.is_file():
         raise DataError(
             f"data file not found: {path}\n"
             "Point --data_dir (or RTUNING_DATA_DIR) at the R-Tuning data folder; "
             "dataset/README.md says how to get it."
         )
-    text = path.read_text(encoding="utf-8")
+    data = path.read_bytes()
+    # UTF-32 first: its little-endian mark starts with UTF-16's
+    for bom, encoding in ((b"\xff\xfe\x00\x00", "UTF-32"), (b"\x00\x00\xfe\xff", "UTF-32"),
+                          (b"\xff\xfe", "UTF-16"), (b"\xfe\xff", "UTF-16")):
+        if data.startswith(bom):
+            raise DataError(f"{path}: the file is {encoding} (it starts with a {encoding} byte-order mark); "
+                            f"the loaders read UTF-8: convert it, e.g. iconv -f {encoding} -t UTF-8 {path} > NEW_FILE")
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]  # a UTF-8 byte-order mark (written by some Windows editors) is no content
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise DataError(f"{path}: not UTF-8 (line {line}, byte offset {err.start}: 0x{data[err.start]:02x}); "
+                        f"convert it, e.g. iconv -f LATIN1 -t UTF-8 {path} > NEW_FILE if it is Latin-1") from None
+    if not text.strip():
+        raise DataError(f"{path}: the file is empty ({len(data)} bytes{', whitespace only' if data else ''}); "
+                        "expected a JSON list of records or JSON lines")
+    return text
+
+
+def read_records(path: Path) -> Any:
+    """A JSON file (list or object) or a JSON-lines file, with errors that name the file."""
+    text = read_text(path)
     try:
         return json.loads(text)
     except json.JSONDecodeError as first:
@@ -154,10 +190,19 @@ def require_str(record: Any, key: Any, index: int, file: str, name: str | None =
     return value
 
 
-def require_str_list(record: Any, key: str, index: int, file: str) -> list[str]:
+def require_str_list(record: Any, key: str, index: int, file: str, hint: str = "") -> list[str]:
+    """record[key] as a list of strings (a lone string is refused: joining it would spell it out letter by letter)."""
     value = _field(record, key, index, file)
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise DataError(f"{file}: record {index}: field {key!r} should be a list of strings")
+    if isinstance(value, str):
+        raise DataError(f"{file}: record {index}: field {key!r} should be a list of strings, got one string "
+                        f"({value[:40]!r}...); put it in a list: [\"...\"]{hint}")
+    if not isinstance(value, list):
+        raise DataError(f"{file}: record {index}: field {key!r} should be a list of strings, "
+                        f"got {type(value).__name__}{hint}")
+    for pos, item in enumerate(value):
+        if not isinstance(item, str):
+            raise DataError(f"{file}: record {index}: field {key!r}: item {pos} should be a string, "
+                            f"got {type(item).__name__}{hint}")
     return value
 
 
@@ -219,11 +264,19 @@ def mmlu_header(subject: str) -> str:
 
 
 def _check_mmlu_record(record: Any, index: int, file: str) -> list:
+    if isinstance(record, dict) and {"question", "choices"} <= set(record):
+        raise DataError(f"{file}: record {index}: expected [question, A, B, C, D, answer letter], got an object "
+                        f"with {', '.join(map(repr, record))} (the Hugging Face cais/mmlu layout); "
+                        f"build the release files with: {PREPARE['mmlu']}")
     if not isinstance(record, list) or len(record) != 6:
-        raise DataError(f"{file}: record {index}: expected [question, A, B, C, D, answer letter]")
+        got = f"a list of {len(record)}" if isinstance(record, list) else type(record).__name__
+        raise DataError(f"{file}: record {index}: expected [question, A, B, C, D, answer letter], got {got}")
     for pos, name in enumerate(("question", "A", "B", "C", "D")):
         if not isinstance(record[pos], str):
-            raise DataError(f"{file}: record {index}: field {name!r} should be a string")
+            raise DataError(f"{file}: record {index}: field {name!r} should be a string, got {type(record[pos]).__name__}")
+        if not record[pos].strip():
+            # an empty question or option still gets a letter scored: a prompt with a hole in it
+            raise DataError(f"{file}: record {index}: field {name!r} is empty")
     if record[5] not in MMLU_LETTERS:
         raise DataError(f"{file}: record {index}: field 'answer' is {record[5]!r}, expected one of A, B, C, D")
     return record
@@ -240,12 +293,18 @@ def read_mmlu(task: "Task", path: Path, split: str, prompt_path: Path | None = N
     data = read_records(path)
     prompt_path = prompt_path or mmlu_prompt_file(path, split)
     shots = read_records(prompt_path)
-    if not isinstance(data, dict) or not isinstance(shots, dict):
-        raise DataError(f"{path}: expected an object mapping subject -> list of records")
+    for file, content in ((path, data), (prompt_path, shots)):
+        if not isinstance(content, dict):
+            raise DataError(f"{file}: expected an object mapping subject -> list of records, got "
+                            f"{type(content).__name__}; build the MMLU files with: {PREPARE['mmlu']}")
+        if not content:
+            raise DataError(f"{file}: no subjects (an empty object); expected {LAYOUTS['mmlu']}")
     examples, index = [], 0
     for subject, records in data.items():
         if subject not in shots:
             raise DataError(f"{prompt_path}: no shots for subject {subject!r} (needed by {path})")
+        if not isinstance(shots[subject], list) or not shots[subject]:
+            raise DataError(f"{prompt_path}: subject {subject!r}: expected a non-empty list of solved examples")
         head = mmlu_header(subject) + "".join(
             mmlu_question(_check_mmlu_record(s, k, f"{prompt_path}[{subject}]")) + s[5] + "\n\n"
             for k, s in enumerate(shots[subject]))
@@ -257,6 +316,8 @@ def read_mmlu(task: "Task", path: Path, split: str, prompt_path: Path | None = N
             examples.append(Example(index, rec[0], head + mmlu_question(rec), rec[5], {"subject": subject},
                                     context_end=len(head)))
             index += 1
+    if not examples:
+        raise DataError(f"{path}: no records (every subject's list is empty); expected {LAYOUTS['mmlu']}")
     return examples
 
 
@@ -285,7 +346,7 @@ def claim_task(name: str, files: dict[str, str], options: tuple[str, str, str], 
     def parse(record: Any, index: int, file: str) -> Example:
         require_object(record, index, file, "claim, evidence, label")
         claim = require_str(record, "claim", index, file)
-        evidence = require_str_list(record, "evidence", index, file)
+        evidence = require_str_list(record, "evidence", index, file, _evidence_hint(name, record))
         gold = require_label(record, "label", index, file, labels)
         context = f"Evidence:{' '.join(evidence)}"
         prompt = (f"{context}\nClaim:{claim}\nQuestion:Does the evidence support the claim?\n"
@@ -293,6 +354,15 @@ def claim_task(name: str, files: dict[str, str], options: tuple[str, str, str], 
         return Example(index, claim, prompt, gold, {"label": record["label"]}, context_end=len(context))
 
     return Task(name=name, kind="choice", files=files, parse=parse, choices=("A", "B", "C"))
+
+
+def _evidence_hint(name: str, record: dict) -> str:
+    """Where FEVER 1.0's own layout is met (evidence as [annotation, evidence, page, sentence] ids), how to convert it."""
+    evidence = record.get("evidence")
+    if name == "fever" and isinstance(evidence, list) and evidence and all(isinstance(e, list) for e in evidence):
+        return ("; this looks like FEVER 1.0's own layout (evidence as [annotation id, evidence id, page, sentence] "
+                f"ids, without the sentences' text): convert it with: {PREPARE['fever']}")
+    return ""
 
 
 FEVER = claim_task(
@@ -310,28 +380,77 @@ WICE = claim_task(
 # --- HotpotQA and HaluEval: context + question, open answer -----------------------------
 
 
+def _hotpot_hint(file: str, layout: str) -> str:
+    flag = "--dev" if Path(file).name == "hotpot_test.json" else "--source"
+    return (f"; this is {layout}: convert it with: python dataset/prepare.py hotpotqa {flag} {file} "
+            f"--out_dir DATA_DIR")
+
+
+def _hotpot_paragraphs(paragraphs: Any, index: int, file: str) -> list:
+    """HotpotQA's context as [[title, [sentences]], ...]; other layouts are refused, naming their converter."""
+    where = f"{file}: record {index}: field 'context'"
+    expected = "should be a list of [title, [sentence, ...]] pairs"
+    if isinstance(paragraphs, dict):
+        hint = (_hotpot_hint(file, "the Hugging Face hotpot_qa layout ({title: [...], sentences: [[...]]})")
+                if {"title", "sentences"} <= set(paragraphs) else "")
+        raise DataError(f"{where} {expected}, got an object{hint}")
+    if not isinstance(paragraphs, list):
+        raise DataError(f"{where} {expected}, got {type(paragraphs).__name__}")
+    for j, par in enumerate(paragraphs):
+        if isinstance(par, dict):
+            hint = (_hotpot_hint(file, "a list of {title, sentences} objects")
+                    if {"title", "sentences"} <= set(par) else "")
+            raise DataError(f"{where}: paragraph {j} should be a [title, [sentence, ...]] pair, got an object{hint}")
+        if not isinstance(par, (list, tuple)) or len(par) != 2:
+            raise DataError(f"{where}: paragraph {j} should be a [title, [sentence, ...]] pair, got "
+                            f"{type(par).__name__ if not isinstance(par, list) else f'a list of {len(par)}'}")
+        title, sentences = par
+        if not isinstance(title, str):
+            raise DataError(f"{where}: paragraph {j}: the title should be a string, got {type(title).__name__}")
+        if isinstance(sentences, str):
+            # joined as a list it would read "T h e   f i l m": refuse rather than spell it out
+            raise DataError(f"{where}: paragraph {j} ({title!r}) should hold a list of sentences, got one string"
+                            + _hotpot_hint(file, "a layout with each paragraph as one text"))
+        if not isinstance(sentences, list) or not all(isinstance(t, str) for t in sentences):
+            raise DataError(f"{where}: paragraph {j} ({title!r}) should hold a list of sentences (strings)")
+    return paragraphs
+
+
 def _parse_hotpot(record: Any, index: int, file: str) -> Example:
     require_object(record, index, file, "question, answer, context")
     question = require_str(record, "question", index, file)
     gold = require_str(record, "answer", index, file)
-    paragraphs = _field(record, "context", index, file)
-    try:
-        context = " ".join(f"{title}:{' '.join(sentences)}\n" for title, sentences in paragraphs)
-    except (TypeError, ValueError):
-        raise DataError(f"{file}: record {index}: field 'context' should be [[title, [sentences]], ...]") from None
+    paragraphs = _hotpot_paragraphs(_field(record, "context", index, file), index, file)
+    context = " ".join(f"{title}:{' '.join(sentences)}\n" for title, sentences in paragraphs)
     prompt = f"{context}\nQuestion: {question}\nAnswer:"
     return Example(index, question, prompt, gold, {"type": record.get("type")}, context_end=len(context))
+
+
+def _check_context_present(examples: list[Example], path: Path) -> None:
+    """Refuse a file none of whose records has context; name the few that lack it (asked closed-book)."""
+    empty = [ex.index for ex in examples if ex.context_end == 0]
+    if empty and len(empty) == len(examples):
+        raise DataError(f"{path}: record {empty[0]}: field 'context' is empty, and so is every other record's; "
+                        f"expected {LAYOUTS.get('hotpotqa')}")
+    if empty:
+        shown = ", ".join(map(str, empty[:10])) + (" ..." if len(empty) > 10 else "")
+        print(f"warning: {path}: {len(empty)} of {len(examples):,} records have an empty 'context' "
+              f"(records {shown}): they are asked without paragraphs", file=sys.stderr)
 
 
 HOTPOTQA = Task(
     name="hotpotqa", kind="qa",
     files={"train": "HotpotQA/hotpot_10k.json", "ID": "HotpotQA/hotpot_test.json"},
-    parse=_parse_hotpot, eval_new_tokens=8, probe_new_tokens=15,
+    parse=_parse_hotpot, eval_new_tokens=8, probe_new_tokens=15, needs_context=True,
 )
 
 
 def _parse_halueval(record: Any, index: int, file: str) -> Example:
     require_object(record, index, file, "knowledge, question, right_answer")
+    if "knowledge" not in record and "user_query" in record:
+        raise DataError(f"{file}: record {index}: this is HaluEval's general set (user_query, chatgpt_response); "
+                        "the QA set is data/qa_data.json: convert it with: "
+                        "python dataset/prepare.py halueval --source qa_data.json --out_dir DATA_DIR")
     knowledge = require_str(record, "knowledge", index, file)
     question = require_str(record, "question", index, file)
     gold = require_str(record, "right_answer", index, file)
@@ -383,6 +502,24 @@ NEC = Task(
     parse=_parse_prompt_record, eval_new_tokens=16, shots_from="pararel",
 )
 
+
+# What each task's file holds (as in dataset/README.md) and, for the public layouts that
+# dataset/prepare.py converts, its command: both go into error messages.
+LAYOUTS = {
+    "pararel": "a JSON list of [question, answer, relation] records",
+    "mmlu": "a JSON object mapping subject -> [[question, A, B, C, D, answer letter], ...]",
+    "fever": "a JSON list of {claim, evidence: [sentence, ...], label: SUPPORTS|REFUTES|NOT ENOUGH INFO}",
+    "wice": "a JSON list of {claim, evidence: [sentence, ...], label: supported|partially_supported|not_supported}",
+    "hotpotqa": "a JSON list of {question, answer, context: [[title, [sentence, ...]], ...]} (non-empty context)",
+    "halueval": "a JSON list (or JSON lines) of {knowledge, question, right_answer, hallucinated_answer}",
+    "selfaware": 'a JSON object {"example": [{question, answerable: true|false}, ...]}',
+    "falseqa": "JSON lines of {prompt, label}",
+    "nec": "JSON lines of {prompt, label, category}",
+}
+PREPARE = {
+    "mmlu": "python dataset/prepare.py mmlu --source MMLU_DATA_FOLDER (with dev/ and test/ CSVs) --out_dir DATA_DIR",
+    "fever": "python dataset/prepare.py fever --source FEVER_JSONL --wiki_pages WIKI_PAGES_FOLDER --out_dir DATA_DIR",
+}
 
 TASKS: dict[str, Task] = {t.name: t for t in (PARAREL, MMLU, FEVER, WICE, HOTPOTQA, HALUEVAL, SELFAWARE, FALSEQA, NEC)}
 TRAINING_TASKS = ("pararel", "mmlu", "wice", "hotpotqa", "fever")

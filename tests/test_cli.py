@@ -53,8 +53,9 @@ def run_killed_then_resumed(monkeypatch, main, argv, fail_on_call, delay=0.0, af
         return real(self, *a, **k)
 
     monkeypatch.setattr(TaskRunner, "answer", flaky)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(SystemExit) as e:  # Ctrl-C: a line saying what is saved, status 130, no traceback
         main("pararel", argv)
+    assert e.value.code == 130
     after_kill()
     monkeypatch.setattr(TaskRunner, "answer", real)
     return main("pararel", argv)
@@ -260,3 +261,90 @@ def test_summary_credits_the_commits_that_computed_the_records(env_data, tiny_mo
                                       after_kill=switch)
     assert killed_at["records_git_commits"] == ["aaa"]
     assert resumed["git_commit"] == "bbb" and resumed["records_git_commits"] == ["aaa", "bbb"]
+
+
+def test_ctrl_c_says_what_is_saved_and_the_rerun_says_it_resumes(env_data, tiny_model_dir, tmp_path, monkeypatch,
+                                                                  capsys):
+    saved = []
+    run_killed_then_resumed(monkeypatch, evaluate_main, eval_args(tiny_model_dir, tmp_path, "--domain", "OOD"),
+                            fail_on_call=2, after_kill=lambda: saved.append(capsys.readouterr().err))
+    records = tmp_path / "e_OOD.jsonl"
+    assert "Traceback" not in saved[0]
+    assert saved[0].strip().endswith(f"interrupted: 4 of 9 questions saved in {records}; "
+                                     "rerun the same command to resume")
+    assert f"resuming: 4 of 9 questions already done in {records}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("limit", ["0", "-3"])
+def test_limit_below_one_is_refused(env_data, tmp_path, capsys, limit):
+    with pytest.raises(SystemExit) as e:
+        evaluate_main("pararel", ["--limit", limit, "--output_dir", str(tmp_path)])
+    assert e.value.code == 2
+    assert capsys.readouterr().err.strip() == f"error: --limit {limit}: pass a number of questions, 1 or more"
+
+
+def test_misspelt_model_fails_fast_offline_and_names_the_close_registry_name(env_data, tmp_path, capsys, monkeypatch):
+    from rtuning import models
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    t0 = time.time()
+    with pytest.raises(SystemExit) as e:
+        evaluate_main("pararel", ["--model", "smolm2-135m", "--limit", "2", "--output_dir", str(tmp_path)])
+    assert e.value.code == 2 and time.time() - t0 < 10
+    err = capsys.readouterr().err
+    assert "'smolm2-135m': it is neither a registry name (smollm2-135m) nor a local folder or .gguf file" in err
+    assert "HF_HUB_OFFLINE is set, so it cannot be a hub id either; did you mean 'smollm2-135m'?" in err
+    # an unreachable Hub says so; a hub id is still handed to transformers when the Hub answers
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setattr(models, "_offline_reason", lambda: "the Hugging Face Hub (huggingface.co) is unreachable")
+    with pytest.raises(SystemExit, match="huggingface.co. is unreachable, so it cannot be a hub id"):
+        models.resolve_model("someorg/some-model")
+    monkeypatch.setattr(models, "_offline_reason", lambda: None)
+    assert models.resolve_model("someorg/some-model").path == "someorg/some-model"
+    with pytest.raises(SystemExit, match="no such path exists"):
+        models.resolve_model(str(tmp_path / "no" / "such" / "model"))
+
+
+def test_help_examples_keep_their_line_breaks_and_use_sample():
+    import importlib.util
+    import re
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    scripts = sorted(repo.glob("training/*/run_*.py")) + [repo / "training/run_multitask.py"] + sorted(
+        repo.glob("evaluation/run_*.py"))
+    for path in scripts:
+        spec = importlib.util.spec_from_file_location("script", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)  # the scripts run only under __main__
+        doc = module.__doc__
+        command = doc.split("\n\n")[1]
+        assert command.count(" \\\n") == 1, path  # the backslash continues the shell line, as typed
+        assert "--limit" not in doc and re.search(r"--sample \d+", doc), path
+
+
+def test_finetune_launcher_help_lists_its_flags_and_the_defaults():
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    res = subprocess.run(["bash", str(repo / "finetune/run_finetune.sh"), "--help"], capture_output=True, text=True,
+                         env={**os.environ, "PYTHON": sys.executable, "PYTHONPATH": str(repo)}, timeout=120)
+    assert res.returncode == 0, res.stderr
+    for flag in ("--accelerate_config", "--num_processes", "--cpu", "usage: bash finetune/run_finetune.sh"):
+        assert flag in res.stdout
+    text = " ".join(res.stdout.split())
+    assert "--learning_rate LEARNING_RATE default: 2e-05" in text and "--block_size BLOCK_SIZE default: 512" in text
+    assert "--warmup_ratio WARMUP_RATIO warm-up as a fraction of all steps (default: 0.0)" in text
+
+
+def test_reproduce_quick_help_is_a_sentence(capsys):
+    from rtuning.reproduce import parse_args
+
+    with pytest.raises(SystemExit):
+        parse_args(["--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "--quick smoke preset: 40 training questions per dataset, 40 per test set" in out
+    assert "written to runs/quick unless --out is given" in out and "{" not in out.split("--quick")[1]

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from rtuning.tasks import TASKS
 
 REPO = Path(__file__).resolve().parent.parent
@@ -231,3 +233,143 @@ def test_prepare_from_hub_layouts(data_dir, tmp_path, monkeypatch):
     assert json.loads((out / "HaluEvalQA/HaluEvalQA.json").read_text()) == HALU
     assert [ex.gold for ex in TASKS["hotpotqa"].load(out, "train")] == ["hf answer 0", "hf answer 1"]
     assert TASKS["hotpotqa"].load(out, "ID")[0].question == "HF question 7?"
+
+
+# --- prepare.py: one tiny file per public layout, and what it refuses -------------------
+
+
+def prepare(tmp_path, *args) -> subprocess.CompletedProcess:
+    return run_script("prepare.py", "--out_dir", tmp_path / "out", *args)
+
+
+def test_prepare_hotpotqa_other_paragraph_layouts(tmp_path):
+    objects = hotpot_original(0) | {"context": [{"title": "Title 0", "sentences": ["Sentence 0a.", " Sentence 0b."]},
+                                                {"title": "Other", "sentences": ["Filler."]}]}
+    texts = hotpot_original(1) | {"context": [["Title 1", "Sentence 1a. Sentence 1b."], ["Other", "Filler."]]}
+    fullwiki = hotpot_original(2)  # the fullwiki dev file has the distractor file's layout
+    dev = write_jsonl(tmp_path / "dev.json", [objects, texts, fullwiki])
+    res = prepare(tmp_path, "hotpotqa", "--dev", dev)
+    assert res.returncode == 0, res.stderr
+    written = json.loads((tmp_path / "out/HotpotQA/hotpot_test.json").read_text())
+    assert written[0]["context"] == hotpot_original(0)["context"]
+    assert written[1]["context"] == [["Title 1", ["Sentence 1a. Sentence 1b."]], ["Other", ["Filler."]]]
+    assert written[2] == fullwiki
+    prompts = [ex.prompt for ex in TASKS["hotpotqa"].load(tmp_path / "out", "ID")]
+    assert prompts[1].startswith("Title 1:Sentence 1a. Sentence 1b.\n Other:Filler.\n")
+
+
+def test_prepare_hotpotqa_refuses_unknown_layouts_and_empty_context(tmp_path):
+    src = write_json(tmp_path / "x.json", [{"question": "q", "answer": "a", "paragraphs": []}])
+    res = prepare(tmp_path, "hotpotqa", "--source", src)
+    assert res.returncode == 1 and "Traceback" not in res.stderr
+    assert "x.json: record 0: not a HotpotQA record (no 'context')" in res.stderr
+    assert "Hugging Face hotpot_qa layout" in res.stderr and "{title, sentences} objects" in res.stderr
+    write_json(src, [hotpot_original(0) | {"context": []}])
+    res = prepare(tmp_path, "hotpotqa", "--source", src)
+    assert res.returncode == 1 and "no record has any context paragraph" in res.stderr
+    test = {k: v for k, v in hotpot_original(0).items() if k != "answer"}
+    write_json(src, [test])
+    res = prepare(tmp_path, "hotpotqa", "--source", src)
+    assert res.returncode == 1 and "record 0: no 'answer'" in res.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def fever1(i: int, label: str, evidence) -> dict:
+    return {"id": i, "verifiable": "VERIFIABLE", "label": label, "claim": f"Claim {i}.", "evidence": evidence}
+
+
+def test_prepare_fever_from_fever1_and_wiki_pages(tmp_path):
+    wiki = tmp_path / "wiki-pages"
+    write_jsonl(wiki / "wiki-001.jsonl", [
+        {"id": "Nikolaj", "text": "x", "lines": "0\tNikolaj is an actor .\tactor\n1\tHe was born in 1970 .\n2\t"},
+        {"id": "Unused", "text": "y", "lines": "0\tUnused ."}])
+    write_jsonl(wiki / "wiki-002.jsonl", [{"id": "Fox", "text": "z", "lines": "0\tFox is a network ."}])
+    train = write_jsonl(tmp_path / "train.jsonl", [
+        fever1(1, "SUPPORTS", [[[9, 10, "Nikolaj", 0], [9, 10, "Fox", 0]], [[9, 11, "Nikolaj", 0]]]),
+        fever1(2, "NOT ENOUGH INFO", [[[9, None, None, None]]]),
+        fever1(3, "REFUTES", [[[9, 12, "Nikolaj", 1]]])])
+    release = write_json(tmp_path / "test.json", [{"id": 4, "claim": "C.", "evidence": ["E ."], "label": "SUPPORTS"}])
+    res = prepare(tmp_path, "fever", "--source", train, "--test", release, "--wiki_pages", wiki)
+    assert res.returncode == 0, res.stderr
+    written = json.loads((tmp_path / "out/FEVER/fever_10k.json").read_text())
+    assert [r["evidence"] for r in written] == [["Nikolaj is an actor .", "Fox is a network ."], [],
+                                                ["He was born in 1970 ."]]
+    assert [ex.gold for ex in TASKS["fever"].load(tmp_path / "out", "train")] == ["A", "C", "B"]
+    assert json.loads((tmp_path / "out/FEVER/fever_10k_test.json").read_text()) == json.loads(release.read_text())
+
+    res = prepare(tmp_path, "fever", "--source", train)
+    assert res.returncode == 1 and "pass --wiki_pages" in res.stderr
+    write_jsonl(train, [fever1(5, "SUPPORTS", [[[9, 13, "Fox", 4]]])])
+    res = prepare(tmp_path, "fever", "--source", train, "--wiki_pages", wiki)
+    assert res.returncode == 1 and "train.jsonl: line 1: sentence 4 of page 'Fox'" in res.stderr
+    write_jsonl(train, [{"claim": "c", "verdict": "true"}])
+    res = prepare(tmp_path, "fever", "--source", train, "--wiki_pages", wiki)
+    assert res.returncode == 1 and "not a FEVER record" in res.stderr and "FEVER 1.0's JSON lines" in res.stderr
+
+
+@pytest.mark.parametrize("content, words", [
+    (b"", "the file is empty (0 bytes)"),
+    (b"[]", "no records (an empty list)"),
+    ("{\"knowledge\": \"Caf\u00e9\"}".encode("latin-1"), "not UTF-8 (line 1"),
+    ("{\"knowledge\": \"k\"}".encode("utf-16"), "the file is UTF-16"),
+])
+def test_prepare_refuses_empty_and_undecodable_sources_and_writes_nothing(tmp_path, content, words):
+    src = tmp_path / "qa_data.json"
+    src.write_bytes(content)
+    res = prepare(tmp_path, "halueval", "--source", src)
+    assert res.returncode == 1 and "Traceback" not in res.stderr
+    assert f"{src}: {words}" in res.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_prepare_halueval_names_its_layouts_and_reads_one_line(tmp_path):
+    src = write_jsonl(tmp_path / "qa_data.json", [{"ID": 1, "user_query": "hi", "chatgpt_response": "hello"}])
+    res = prepare(tmp_path, "halueval", "--source", src)
+    assert res.returncode == 1 and "qa_data.json: line 1: expected an object with string fields" in res.stderr
+    assert "HaluEval's data/qa_data.json" in res.stderr
+    write_jsonl(src, HALU[:1])
+    assert prepare(tmp_path, "halueval", "--source", src).returncode == 0
+    assert len(TASKS["halueval"].load(tmp_path / "out", "OOD")) == 1
+
+
+def test_prepare_wice_names_its_layout(tmp_path):
+    write_jsonl(tmp_path / "claim/train.jsonl", [{"claim": "c", "evidence": ["e"], "label": "SUPPORTS"}])
+    write_jsonl(tmp_path / "claim/test.jsonl", [wice_record(1, "supported")])
+    res = prepare(tmp_path, "wice", "--source", tmp_path / "claim")
+    assert res.returncode == 1 and "train.jsonl: line 1: expected an object whose 'label'" in res.stderr
+    assert "WiCE's claim-level JSON lines" in res.stderr
+
+
+# --- validate.py: every damaged case is an error with one line ---------------------------
+
+
+@pytest.mark.parametrize("file, content, words", [
+    ("pararel/ID_test_pararel.json", b"", "ID_test_pararel.json: the file is empty (0 bytes)"),
+    ("pararel/ID_test_pararel.json", b"[]", "ID_test_pararel.json: no records (an empty list)"),
+    ("pararel/ID_test_pararel.json", '[["Caf\u00e9?", "a", "P"]]'.encode("latin-1"), "ID_test_pararel.json: not UTF-8"),
+    ("FEVER/fever_10k_test.json", json.dumps([{"claim": "c", "evidence": "e", "label": "SUPPORTS"}]).encode(),
+     "fever_10k_test.json: record 0: field 'evidence' should be a list of strings, got one string"),
+    ("HotpotQA/hotpot_test.json", json.dumps([{"question": "q", "answer": "a", "context": [["T", "The film."]]}]).encode(),
+     "hotpot_test.json: record 0: field 'context': paragraph 0 ('T') should hold a list of sentences"),
+    ("HotpotQA/hotpot_test.json", json.dumps([{"question": "q", "answer": "a", "context": []}]).encode(),
+     "hotpot_test.json: record 0: field 'context' is empty"),
+    ("NEC/NEC_answerable.json", json.dumps({"prompt": " ", "label": 0}).encode(),
+     "NEC_answerable.json: record 0: field 'prompt' is empty"),
+])
+def test_validate_fails_on_each_damaged_case(tmp_path, file, content, words):
+    path = tmp_path / file
+    path.parent.mkdir(parents=True)
+    path.write_bytes(content)
+    res = run_script("validate.py", "--data_dir", tmp_path)
+    assert res.returncode == 1, res.stdout
+    assert "Traceback" not in res.stdout + res.stderr
+    errors = [line for line in res.stdout.splitlines() if line.startswith("ERROR: ")]
+    assert len(errors) == 1 and words in errors[0], res.stdout
+    assert "0 ok, " in res.stdout
+
+
+def test_validate_fails_on_empty_mmlu_option(tmp_path):
+    write_json(tmp_path / "MMLU/MMLU_ID_test.json", {"anatomy": [["Q?", "a", "", "c", "d", "A"]]})
+    write_json(tmp_path / "MMLU/MMLU_ID_prompt.json", {"anatomy": [["S?", "a", "b", "c", "d", "B"]]})
+    res = run_script("validate.py", "--data_dir", tmp_path)
+    assert res.returncode == 1 and "MMLU_ID_test.json (subject anatomy, item 0): record 0: field 'B' is empty" in res.stdout

@@ -153,3 +153,143 @@ def test_refused_when_unsure_or_by_phrase():
     assert is_refusal("I do not know the answer", 0.9) == (True, "phrase")
     assert is_refusal("The answer is unknown", 0.1) == (True, "both")
     assert is_refusal("Paris", 0.9) == (False, "")
+
+
+# --- foreign and damaged files: one clear DataError each (file, record, field, the fix) ---
+
+
+def write_data(tmp_path, task, split, content) -> str:
+    path = task.path(tmp_path, split)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content if isinstance(content, str) else json.dumps(content), encoding="utf-8")
+    return str(path)
+
+
+def load_error(tmp_path, task, split, content) -> tuple[str, str]:
+    file = write_data(tmp_path, task, split, content)
+    with pytest.raises(DataError) as err:
+        task.load(tmp_path, split)
+    return str(err.value), file
+
+
+def hotpot(**context) -> dict:
+    return {"question": "Q?", "answer": "a", **context}
+
+
+@pytest.mark.parametrize("context, words, converts", [
+    ([["Film", "The film was made in 1999."]], ["paragraph 0 ('Film')", "got one string", "one text"], True),
+    ([{"title": "Film", "sentences": ["The film."]}], ["paragraph 0", "{title, sentences} objects"], True),
+    ({"title": ["Film"], "sentences": [["The film."]]}, ["got an object", "Hugging Face hotpot_qa"], True),
+    ("The film was made.", ["list of [title, [sentence, ...]] pairs, got str"], False),
+    ([["Film", ["ok.", 3]]], ["paragraph 0 ('Film')", "list of sentences"], False),
+])
+def test_hotpot_context_in_other_layouts_is_refused(tmp_path, context, words, converts):
+    msg, file = load_error(tmp_path, HOTPOTQA, "ID", [hotpot(context=[["T", ["s."]]]), hotpot(context=context)])
+    assert msg.startswith(f"{file}: record 1: field 'context'")
+    assert all(w in msg for w in words), msg
+    # the layouts prepare.py converts name its command, with the file (the test split's is --dev)
+    assert (f"python dataset/prepare.py hotpotqa --dev {file}" in msg) == converts
+
+
+def test_hotpot_without_any_context_is_refused_and_a_few_are_named(tmp_path, capsys):
+    msg, file = load_error(tmp_path, HOTPOTQA, "train", [hotpot(context=[]), hotpot(context=[])])
+    assert msg.startswith(f"{file}: record 0: field 'context' is empty") and "every other record" in msg
+    write_data(tmp_path, HOTPOTQA, "train", [hotpot(context=[["T", ["s."]]]), hotpot(context=[])])
+    assert len(HOTPOTQA.load(tmp_path, "train")) == 2
+    assert "1 of 2 records have an empty 'context' (records 1)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("content, words", [
+    (b"", ["the file is empty (0 bytes)"]),
+    (b"  \n\n", ["the file is empty (4 bytes, whitespace only)"]),
+    (b"[]", ["no records (an empty list)", "[question, answer, relation]"]),
+    ('[["Caf\u00e9?", "Paris", "P1"]]'.encode("latin-1"), ["not UTF-8 (line 1", "0xe9", "iconv -f LATIN1"]),
+    ('[["Q?", "A", "P1"]]'.encode("utf-16"), ["UTF-16", "byte-order mark", "iconv -f UTF-16 -t UTF-8"]),
+    (b'"just a string"', ["expected a list of records, got str"]),
+])
+def test_damaged_files_are_refused_with_one_line(tmp_path, content, words):
+    from rtuning.tasks import PARAREL
+
+    msg, file = load_error(tmp_path, PARAREL, "ID", content)
+    assert msg.startswith(file) and "\n" not in msg
+    assert all(w in msg for w in words), msg
+
+
+def test_utf8_bom_and_one_line_json_lines(tmp_path):
+    from rtuning.tasks import PARAREL
+
+    write_data(tmp_path, PARAREL, "ID", b"\xef\xbb\xbf" + json.dumps([["Q?", "A", "P1"]]).encode())
+    assert [ex.question for ex in PARAREL.load(tmp_path, "ID")] == ["Q?"]
+    # a JSON-lines file with one line is a single JSON object: one record, not "got dict"
+    write_data(tmp_path, NEC, "unanswerable", json.dumps({"prompt": "What is a glorbix?", "label": 1}) + "\n")
+    assert [ex.question for ex in NEC.load(tmp_path, "unanswerable")] == ["What is a glorbix?"]
+    write_data(tmp_path, HALUEVAL, "OOD", json.dumps({"knowledge": "k", "question": "q", "right_answer": "a"}))
+    assert len(HALUEVAL.load(tmp_path, "OOD")) == 1
+
+
+@pytest.mark.parametrize("task, record, words", [
+    (FEVER, {"claim": "c", "evidence": "The film was made.", "label": "SUPPORTS"},
+     ["field 'evidence' should be a list of strings, got one string"]),
+    (FEVER, {"claim": "c", "evidence": [[[1, 2, "Page", 0]]], "label": "SUPPORTS"},
+     ["field 'evidence': item 0 should be a string", "FEVER 1.0's own layout", "python dataset/prepare.py fever"]),
+    (WICE, {"claim": "c", "evidence": ["e", {"text": "x"}], "label": "supported"}, ["'evidence': item 1"]),
+    (WICE, {"claim": "  ", "evidence": ["e"], "label": "supported"}, ["field 'claim' is empty"]),
+    (HALUEVAL, {"ID": 1, "user_query": "hi", "chatgpt_response": "hello"},
+     ["HaluEval's general set", "python dataset/prepare.py halueval"]),
+    (NEC, {"prompt": "", "label": 1}, ["field 'prompt' is empty"]),
+])
+def test_claim_and_prompt_records_check_their_field_types(tmp_path, task, record, words):
+    split = task.domains[0]
+    msg, file = load_error(tmp_path, task, split, [record])
+    assert msg.startswith(f"{file}: record 0: ")
+    assert all(w in msg for w in words), msg
+
+
+def write_mmlu(tmp_path, records, shots=None) -> str:
+    """An MMLU ID test file with its prompt (shots) file; returns the test file's path."""
+    shots = shots if shots is not None else {"anatomy": [["S?", "a", "b", "c", "d", "A"]]}
+    (tmp_path / "MMLU").mkdir(exist_ok=True)
+    (tmp_path / "MMLU" / "MMLU_ID_prompt.json").write_text(json.dumps(shots))
+    return write_data(tmp_path, MMLU, "ID", {"anatomy": records})
+
+
+@pytest.mark.parametrize("record, field", [
+    (["", "a", "b", "c", "d", "A"], "'question' is empty"),
+    (["Q?", "a", " ", "c", "d", "A"], "'B' is empty"),
+    (["Q?", "a", "b", ["c"], "d", "A"], "'C' should be a string, got list"),
+    (["Q?", "a", "b", "c", "A"], "got a list of 5"),
+])
+def test_mmlu_refuses_empty_questions_and_options(tmp_path, record, field):
+    file = write_mmlu(tmp_path, [["Q1?", "a", "b", "c", "d", "B"], record])
+    with pytest.raises(DataError) as err:
+        MMLU.load(tmp_path, "ID")
+    assert f"{file} (subject anatomy, item 1): record 1: " in str(err.value) and field in str(err.value)
+
+
+def test_mmlu_refuses_other_layouts_and_empty_files(tmp_path):
+    file = write_mmlu(tmp_path, [])
+    with pytest.raises(DataError, match="no records .every subject's list is empty"):
+        MMLU.load(tmp_path, "ID")
+    write_mmlu(tmp_path, [["Q?", "a", "b", "c", "d", "A"]], shots={"anatomy": []})
+    with pytest.raises(DataError, match="MMLU_ID_prompt.json: subject 'anatomy': expected a non-empty list"):
+        MMLU.load(tmp_path, "ID")
+    write_mmlu(tmp_path, [])
+    write_data(tmp_path, MMLU, "ID", [{"question": "Q?", "subject": "anatomy", "choices": ["a"] * 4, "answer": 0}])
+    with pytest.raises(DataError) as err:
+        MMLU.load(tmp_path, "ID")
+    assert str(err.value).startswith(f"{file}: expected an object mapping subject") and "prepare.py mmlu" in str(err.value)
+    write_data(tmp_path, MMLU, "ID", {"anatomy": [{"question": "Q?", "choices": ["a"] * 4, "answer": 0}]})
+    with pytest.raises(DataError, match="record 0: .*cais/mmlu layout.*prepare.py mmlu"):
+        MMLU.load(tmp_path, "ID")
+
+
+def test_selfaware_needs_its_example_list(tmp_path):
+    msg, file = load_error(tmp_path, SELFAWARE, "answerable", [{"question": "q", "answerable": True}])
+    assert msg.startswith(f"{file}: expected an object with a list of records under 'example', got list")
+    msg, _ = load_error(tmp_path, SELFAWARE, "answerable", {"example": []})
+    assert "no records (an empty list)" in msg
+    msg, _ = load_error(tmp_path, SELFAWARE, "answerable", {"example": [{"question": "q", "answerable": False}]})
+    assert "none of its 1 records belongs to the 'answerable' split" in msg

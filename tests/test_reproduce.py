@@ -247,3 +247,49 @@ def test_a_fine_tune_resumes_only_checkpoints_of_its_own_settings(tmp_path, monk
     (target / "checkpoint-100").mkdir()
     study("fp32").finetune("pararel", "vanilla", data)
     assert seen[-1] == ["checkpoint-100"]
+
+
+def test_quick_studies_get_their_own_folder():
+    from rtuning.reproduce import parse_args
+
+    assert parse_args(["--quick"]).out == "runs/quick"
+    assert parse_args([]).out == "runs/study"
+    assert parse_args(["--quick", "--out", "runs/x"]).out == "runs/x"
+
+
+def empty_study(tmp_path, name: str, started: str) -> Path:
+    study = {"model": "m", "results": [], "refusal": [], "steps": [], "environment": {}, "wall_time_s": 0.0,
+             "git_commit": "c0ffee", "invocations": [{"started": started, "command": "x", "complete": True}],
+             "args": {"datasets": "wice", "limit": None, "test_limit": None, "refusal_limit": None, "epochs": 1.0,
+                      "learning_rate": 2e-5, "train_batch_size": 4, "seed": 42, "vanilla_c_samples": 5}}
+    path = tmp_path / name / "study.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps(study))
+    return path
+
+
+def test_report_refuses_to_overwrite_a_page_made_from_another_study(tmp_path, capsys):
+    from rtuning.report import main as report
+
+    full, quick = empty_study(tmp_path, "study", "2026-01-01T00:00:00Z"), empty_study(tmp_path, "quick", "2026-02-02T00:00:00Z")
+    page = tmp_path / "docs" / "results.md"
+    report([str(full), "--page", str(page)])
+    first = page.read_text()
+    assert first.startswith(f"<!-- rtuning.report study: model m, started 2026-01-01T00:00:00Z | {full} -->\n# Results")
+    report([str(full), "--page", str(page)])  # the same study, reported again: fine
+    with pytest.raises(SystemExit) as e:
+        report([str(quick), "--page", str(page)])
+    assert e.value.code == 1 and page.read_text() == first
+    err = capsys.readouterr().err
+    assert f"error: {page} was made from another study (model m, started 2026-01-01T00:00:00Z), not from {quick}" in err
+    assert "pass --overwrite to replace it" in err
+    report([str(quick), "--page", str(page), "--overwrite"])
+    assert "started 2026-02-02T00:00:00Z" in page.read_text().splitlines()[0]
+    # a page from before the stamps is recognised by the JSON summary beside it
+    page.write_text(page.read_text().split("\n", 1)[1])
+    report([str(quick), "--page", str(page)])
+    page.with_suffix(".json").unlink()
+    page.write_text("# my own notes\n")
+    with pytest.raises(SystemExit):
+        report([str(quick), "--page", str(page)])
+    assert "no study this report knows" in capsys.readouterr().err and page.read_text() == "# my own notes\n"

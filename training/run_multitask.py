@@ -1,7 +1,7 @@
-"""Build the paper's multi-task training data: probe all five datasets, merge their refusal-aware data.
+r"""Build the paper's multi-task training data: probe all five datasets, merge their refusal-aware data.
 
     python training/run_multitask.py --model smollm2-135m --method unsure \
-        --data_dir ../shared/R-Tuning-data --limit 100
+        --data_dir ../shared/R-Tuning-data --sample 100
 
 Runs each dataset's probe (ParaRel, MMLU, WiCE, HotpotQA, FEVER; --datasets to choose) with the
 same settings, writing the per-dataset files into --output_dir as the single-dataset scripts do

@@ -1,7 +1,7 @@
-"""Build R-Tuning training data from MMLU: 5-shot subject prompts, answer = the most likely letter.
+r"""Build R-Tuning training data from MMLU: 5-shot subject prompts, answer = the most likely letter.
 
     python training/MMLU/run_MMLU.py --model smollm2-135m --method unsure \
-        --dataset MMLU_ID_train --prompt_domain ID --data_dir ../shared/R-Tuning-data --limit 100
+        --dataset MMLU_ID_train --prompt_domain ID --data_dir ../shared/R-Tuning-data --sample 100
 
 The answer is the argmax over the letters A-D at the first position (one forward pass);
 `uncertain` samples the letter --num_try times at temperature 0.7. Writes

@@ -1,7 +1,7 @@
-"""Build R-Tuning training data from ParaRel: probe the model, split known/unknown, write LMFlow JSON.
+r"""Build R-Tuning training data from ParaRel: probe the model, split known/unknown, write LMFlow JSON.
 
     python training/pararel/run_pararel.py --model smollm2-135m --method unsure \
-        --data_dir ../shared/R-Tuning-data --limit 300
+        --data_dir ../shared/R-Tuning-data --sample 300
 
 Methods: unsure (R-Tuning), unknown (R-Tuning-R), uncertain (R-Tuning-U, --num_try samples),
 vanilla (gold answers only). Writes training/training_data/{result}_{method}.json plus
