@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from .records import REPO_ROOT, RunConflict, RunStore, environment, file_sha256, git_commit, write_json
+from .records import REPO_ROOT, RunConflict, RunStore, environment, file_sha256, git_commit, read_jsonl, write_json
 from .distributed import current as current_processes
 from .backends import BACKENDS
 from .scoring import COMPAT_MODES
@@ -84,7 +84,9 @@ def base_parser(doc: str | None) -> argparse.ArgumentParser:
 # included, are part of the key as the backend reports them). Every other argument is part of
 # the resume key by default, so a new option can never be left out of it by mistake.
 NOT_IN_RESUME_KEY = frozenset({"data_dir", "result", "output_dir", "overwrite", "batch_size", "max_batch_tokens",
-                               "device", "device_map", "gpu_memory_utilization", "backend", "dtype"})
+                               "device", "device_map", "gpu_memory_utilization", "backend", "dtype",
+                               # read after the records, into the summary only
+                               "reference"})
 
 
 def resume_key(args: argparse.Namespace) -> dict:
@@ -291,17 +293,24 @@ SUMMARY_COLUMNS = [
     ("task", "task", ""), ("domain", "domain", ""), ("n", "n", "d"), ("accuracy", "acc%", ".2%"),
     ("ap", "AP%", ".2%"), ("ap_answer_conf", "AP(conf)%", ".2%"), ("ap_sure_prob", "AP(sure)%", ".2%"),
     ("answer_rate", "answer%", ".2%"), ("accuracy_answered", "acc@ans%", ".2%"),
+    # beyond AP (rtuning.metrics.honesty_metrics; every other one is in the .summary.json)
+    ("brier_sure_prob", "Brier", ".3f"), ("aurc", "AURC", ".3f"), ("effective_reliability", "eff.rel.", ".3f"),
 ]
+# with --reference (the base model's records): alignment-for-honesty's and CRaFT's scores
+REFERENCE_COLUMNS = [("honesty", "honesty", ".3f"), ("ths", "THS", ".3f")]
 REFUSAL_COLUMNS = [
     ("task", "task", ""), ("domain", "questions", ""), ("n", "n", "d"), ("refusal_rate", "refused%", ".2%"),
     ("refused_by_unsure", "unsure%", ".2%"), ("refused_by_phrase", "phrase%", ".2%"),
     ("mean_sure_prob", "mean p(sure)", ".3f"),
+    # with both sides of the pair evaluated: AbstentionBench's F1 (unanswerable = positive)
+    ("abstention_f1", "abst.F1", ".3f"),
 ]
 
 
 def evaluate_main(task: str | Task, argv: list[str] | None = None, doc: str | None = None) -> dict:
     """`evaluation/run_<dataset>.py`: answers, confidences and the summary table."""
-    from .metrics import auroc, average_precision, expected_calibration_error, format_table, nan_to_none, summarize
+    from .metrics import (ReferenceMismatch, auroc, average_precision, expected_calibration_error, format_table,
+                          honesty_metrics, match_reference, nan_to_none, read_reference, summarize)
     from .pipeline import evaluate
     from .refusal import refusal_summary
 
@@ -313,10 +322,21 @@ def evaluate_main(task: str | Task, argv: list[str] | None = None, doc: str | No
                         "entropy, for test-time uncertainty filtering (the paper's Vanilla-C)")
     p.add_argument("--temperature", type=float, default=0.7)
     p.add_argument("--output_dir", default=str(REPO_ROOT / "evaluation" / "results"))
+    p.add_argument("--reference", default=None, metavar="RECORDS",
+                   help="the .jsonl records of an evaluation of the base model on the same split: adds the "
+                        "knowledge quadrants, over-conservativeness, prudence, honesty and THS to the summary")
     args = p.parse_args(argv)
-    run = store = None
+    run = store = reference = None
     try:
+        if args.reference:
+            if task.kind == "refusal":
+                raise ReferenceMismatch(f"--reference {args.reference}: the knowledge quadrants need correctness, "
+                                        f"which {task.name} (a refusal set) does not have")
+            reference = read_reference(args.reference)
         run = Setup(args, task, args.domain)
+        if reference is not None:
+            # checked before the model answers anything, not after the whole evaluation
+            match_reference([(ex.index, ex.question) for ex in run.examples], reference, args.reference)
         result = args.result or f"{run.spec.tag}_{task.name}"
         stem = Path(args.output_dir) / f"{result}_{args.domain}"
         extra = {"letter_samples": LETTER_SAMPLES} if args.num_samples and task.kind == "choice" else {}
@@ -326,7 +346,7 @@ def evaluate_main(task: str | Task, argv: list[str] | None = None, doc: str | No
         records = evaluate(run.runner, run.examples, store, batch_size=args.batch_size, match=args.match,
                            max_batch_tokens=run.max_batch_tokens, procs=run.procs,
                            num_samples=args.num_samples, temperature=args.temperature, seed=args.seed)
-    except (DataError, RunConflict) as e:
+    except (DataError, RunConflict, ReferenceMismatch) as e:
         _fail(str(e))
     except KeyboardInterrupt:
         _interrupted(store, len(run.examples) if run else 0)
@@ -339,6 +359,20 @@ def evaluate_main(task: str | Task, argv: list[str] | None = None, doc: str | No
     row = {"result": result, "task": task.name, "domain": args.domain, "model": args.model}
     if task.kind == "refusal":
         summary = refusal_summary(records, answerable=args.domain == "answerable")
+        # abstention precision/recall/F1 need both sides of the pair: the other side's records,
+        # when its evaluation (same --result, --output_dir) has finished
+        other = "answerable" if args.domain == "unanswerable" else "unanswerable"
+        other_stem = Path(args.output_dir) / f"{result}_{other}"
+        try:
+            other_records = read_jsonl(other_stem.with_suffix(".jsonl")) \
+                if other_stem.with_suffix(".summary.json").is_file() else []
+        except RunConflict as e:  # this evaluation is done and saved; only the pair's metrics are lost
+            print(f"warning: no abstention precision/recall: {e}", file=sys.stderr)
+            other_records = []
+        if other_records:
+            unanswerable, controls = (records, other_records) if other == "answerable" else (other_records, records)
+            summary.update(honesty_metrics(unanswerable, controls=controls))
+            summary["abstention_pair"] = str(other_stem.with_suffix(".jsonl"))
         columns = REFUSAL_COLUMNS
     else:
         # The original's results file: one [correct, answer_conf, sure_prob] per question, in order.
@@ -353,7 +387,10 @@ def evaluate_main(task: str | Task, argv: list[str] | None = None, doc: str | No
         summary["ece_sure_prob"] = expected_calibration_error([r["correct"] for r in records],
                                                               [r["sure_prob"] for r in records])
         summary["auroc_sure_prob"] = auroc([r["correct"] for r in records], [r["sure_prob"] for r in records])
-        columns = SUMMARY_COLUMNS
+        summary.update(honesty_metrics(records, reference, reference_name=args.reference or "reference"))
+        columns = SUMMARY_COLUMNS + (REFERENCE_COLUMNS if reference is not None else [])
+        if reference is not None:
+            summary["reference_records"], summary["reference_sha256"] = args.reference, file_sha256(args.reference)
     row.update(summary)
     summary_doc = {**row, "truncated_prompts": run.truncated(records), "max_prompt_tokens": run.max_prompt_tokens,
                    "num_shots": run.num_shots, "seed": args.seed, "wall_time_s": wall,
