@@ -128,8 +128,10 @@ class Setup:
             "dtype": str(dtype).replace("torch.", ""), "git_commit": git_commit(), "environment": environment(),
             "argv": sys.argv,
             # covers prompt files, shots and truncation: any change to what the model sees
+            # (the training split is probed, with the task's probe prompt)
             "prompts_sha256": hashlib.sha256("\0".join(
-                self.runner.prompt(ex) + "\1" + ex.gold for ex in self.examples).encode()).hexdigest(),
+                self.runner.prompt(task.probing(ex) if split == "train" else ex) + "\1" + ex.gold
+                for ex in self.examples).encode()).hexdigest(),
         }
 
     def suggest_batch_size(self) -> int:
