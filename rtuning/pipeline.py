@@ -101,7 +101,7 @@ class TaskRunner:
 
     def sure(self, prompts: list[str], answers: list[str], reuse_cache: bool = False) -> list[float]:
         """Sure-probabilities; reuse_cache continues from the last `answer` call's prompt cache."""
-        texts = [sure_prompt(p, a, self.task.answer_sep) for p, a in zip(prompts, answers)]
+        texts = [sure_prompt(p, a, self.task.sure_sep) for p, a in zip(prompts, answers)]
         cache = self.engine.prompt_cache if reuse_cache else None
         self.engine.prompt_cache = None  # used once: the forward pass extends it
         return self.engine.sure_probability(self.engine.encode(texts), cache)

@@ -184,6 +184,18 @@ def test_sure_prompt_format(data, name):
     assert sure_prompt(ex.prompt, answer, task.sure_sep) == expected
 
 
+@pytest.mark.parametrize("name", list(SURE))
+def test_sure_prompt_through_the_runner(data, name, tiny_engine, monkeypatch):
+    task, answer, expected = SURE[name]
+    ex = first(task, data, task.domains[0])
+    runner = TaskRunner(tiny_engine, task, Shots(task, [], 0, 0))
+    seen = []
+    monkeypatch.setattr(tiny_engine, "encode", lambda texts: seen.extend(texts) or [[0]] * len(texts))
+    monkeypatch.setattr(tiny_engine, "sure_probability", lambda seqs, cache=None: [0.5] * len(seqs))
+    runner.sure([ex.prompt], [answer])
+    assert seen == [expected]
+
+
 def test_evaluation_prompts_of_the_other_sets(data):
     assert first(HALUEVAL, data, "OOD").prompt == ("Knowledge: The Louvre is in Paris.\nQuestion: Where is the Louvre?"
                                                   "\nAnswer:")
