@@ -37,6 +37,9 @@ def base_parser(doc: str | None) -> argparse.ArgumentParser:
     p.add_argument("--data_dir", default=default_data_dir(),
                    help=f"R-Tuning data folder (default: ${DATA_ENV} or dataset/)")
     p.add_argument("--result", default=None, help="name prefix of the output files")
+    p.add_argument("--dataset", default=None,
+                   help="data file stem in the dataset's folder, as the original's --dataset (e.g. wice_test, "
+                        "hotpot_10k); default: the file of the split (--domain, or the training file)")
     p.add_argument("--limit", type=int, default=None, help="only the first N questions (smoke runs)")
     p.add_argument("--sample", type=int, default=None,
                    help="a random N questions (drawn with --seed, kept in file order): a reduced run that "
@@ -77,6 +80,8 @@ class Setup:
         from .models import load_model, pick_device, pick_dtype, resolve_model
         from .pipeline import TaskRunner
 
+        if args.dataset is not None:
+            task = task.with_dataset(split, args.dataset)
         self.task = task
         examples = task.load(args.data_dir, split)
         if args.sample is not None:
@@ -253,7 +258,7 @@ def evaluate_main(task: str | Task, argv: list[str] | None = None, doc: str | No
     try:
         run = Setup(args, task, args.domain)
         result = args.result or f"{run.spec.tag}_{task.name}"
-        stem = Path(args.output_dir) / f"{result}_{args.domain}"
+        stem = Path(args.output_dir) / task.result_name(result, args.domain)
         extra = {"num_samples": args.num_samples, "temperature": args.temperature} if args.num_samples else {}
         if extra and task.kind == "choice":
             extra["letter_samples"] = LETTER_SAMPLES

@@ -129,6 +129,19 @@ class Task:
         prompt = self.probe_prompt(ex) if self.probe_prompt is not None else ex.prompt
         return replace(ex, prompt=prompt, probe=True)
 
+    def with_dataset(self, split: str, stem: str) -> "Task":
+        """The task reading `split` from {stem}.json in the same folder (the original's --dataset)."""
+        current = self.path("", split)
+        if not stem or stem != Path(stem).name or stem in (".", "..") or stem.endswith(".json"):
+            raise DataError(f"--dataset {stem!r}: give the data file's stem (as {current.stem!r} for "
+                            f"{current}), not a path or a file name")
+        return replace(self, files={**self.files, split: (current.parent / f"{stem}.json").as_posix()})
+
+    def result_name(self, result: str, domain: str) -> str:
+        """Output stem as the original names results: {result}_{domain} where there are several
+        test sets (ParaRel, MMLU, the refusal sets), {result} where there is one."""
+        return f"{result}_{domain}" if len(self.domains) > 1 else result
+
 
 def read_records(path: Path) -> Any:
     """A JSON file (list or object) or a JSON-lines file, with errors that name the file."""

@@ -8,10 +8,10 @@ import json
 import pytest
 
 from rtuning import pipeline
-from rtuning.cli import probe_main
+from rtuning.cli import evaluate_main, probe_main
 from rtuning.engine import sure_prompt
 from rtuning.pipeline import TaskRunner, training_texts
-from rtuning.tasks import (FALSEQA, FEVER, HALUEVAL, HOTPOTQA, MMLU, NEC, PARAREL, SELFAWARE, WICE,
+from rtuning.tasks import (FALSEQA, FEVER, HALUEVAL, HOTPOTQA, MMLU, NEC, PARAREL, SELFAWARE, WICE, DataError,
                            Shots)
 
 SURE_Q = " Are you sure you accurately answered the question based on your internal knowledge?"
@@ -227,3 +227,48 @@ def test_the_probe_command_sends_the_probe_prompt(data, tiny_model_dir, tmp_path
                             "Question:Which country is Rubens Barrichello a citizen of? Answer:"]
     texts = json.loads(next((tmp_path / "out").glob("*_unknown.json")).read_text())["instances"]
     assert all(t["text"].startswith("Question: ") for t in texts)  # training texts keep the space
+
+
+# --- --dataset and result names ---------------------------------------------------------
+
+
+def test_dataset_stem_selects_the_file_in_the_datasets_folder(data):
+    assert WICE.with_dataset("ID", "wice_train").path(data, "ID") == data / "WiCE" / "wice_train.json"
+    assert [e.prompt for e in WICE.with_dataset("ID", "wice_train").load(data, "ID")] == [WICE_Q]
+    assert HOTPOTQA.with_dataset("train", "hotpot_test").files["train"] == "HotpotQA/hotpot_test.json"
+    assert WICE.with_dataset("ID", "x").files["train"] == WICE.files["train"]  # only that split
+    for bad in ("WiCE/wice_test", "wice_test.json", "..", ""):
+        with pytest.raises(DataError, match="--dataset"):
+            WICE.with_dataset("ID", bad)
+    with pytest.raises(DataError, match="data file not found: .*WiCE/nope.json"):
+        WICE.with_dataset("ID", "nope").load(data, "ID")
+
+
+def test_mmlu_dataset_keeps_the_prompt_domains_shots(data):
+    # the original's run_MMLU.py: --dataset picks the file, --prompt_domain the shots
+    from rtuning.tasks import mmlu_training_task
+
+    task = mmlu_training_task(prompt_domain="ID").with_dataset("train", "MMLU_ID_test")
+    assert task.path(data, "train") == data / "MMLU" / "MMLU_ID_test.json"
+    assert [e.prompt for e in task.load(data, "train")] == [MMLU_Q]
+
+
+def test_result_names_as_the_original():
+    assert PARAREL.result_name("r", "ID") == "r_ID" and MMLU.result_name("r", "OOD") == "r_OOD"
+    for task in (WICE, FEVER, HOTPOTQA, HALUEVAL):  # one test set: results/{result}.json
+        assert task.result_name("r", task.domains[0]) == "r"
+    assert NEC.result_name("r", "answerable") == "r_answerable"
+
+
+def test_evaluation_with_dataset_writes_the_originals_name(data, tiny_model_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    summary = evaluate_main("wice", ["--model", str(tiny_model_dir), "--data_dir", str(data), "--output_dir",
+                                     str(out), "--dataset", "wice_train", "--result", "wice", "--batch_size", "1"])
+    assert sorted(p.name for p in out.iterdir()) == ["wice.json", "wice.jsonl", "wice.meta.json", "wice.summary.json"]
+    assert summary["records_file"] == str(out / "wice.jsonl") and summary["n"] == 1
+    meta = json.loads((out / "wice.meta.json").read_text())
+    assert meta["data_file"] == str(data / "WiCE" / "wice_train.json")
+    with pytest.raises(SystemExit):
+        evaluate_main("wice", ["--model", str(tiny_model_dir), "--data_dir", str(data), "--output_dir", str(out),
+                               "--dataset", "WiCE/wice_test"])
+    assert "--dataset 'WiCE/wice_test': give the data file's stem" in capsys.readouterr().err
