@@ -36,13 +36,14 @@ def run_comparison(kind: str, argv: list[str] | None, doc: str | None) -> dict:
     engine, task = runner.engine, runner.task
     device = engine.device
     dtype = next(engine.model.parameters()).dtype
-    prompts = [runner.prompt(ex) for ex in examples]
+    # the prompts pipeline.probe and pipeline.evaluate send (probing uses the task's probe prompt)
+    prompts = [runner.prompt(task.probing(ex) if kind == "probe" else ex) for ex in examples]
     counts = param_counts(engine.model)
     new_tokens = task.eval_new_tokens if kind == "eval" else task.probe_new_tokens
 
     def reference(ps):
         if kind == "eval":
-            return reference_evaluate(engine, ps, new_tokens, task.answer_sep)
+            return reference_evaluate(engine, ps, new_tokens, task.sure_sep)
         return reference_probe(engine, ps, new_tokens)
 
     def engine_run(exs, folder: Path, name: str, reuse_cache: bool = True):

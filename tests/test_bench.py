@@ -43,7 +43,8 @@ def test_reference_evaluation_equals_the_engine(varied_engine, data_dir, tmp_pat
 
 def test_reference_probe_equals_the_engine(varied_engine, data_dir, tmp_path):
     runner, examples = runner_and_examples(varied_engine, data_dir, "train", n=4)
-    ref = reference_probe(varied_engine, [runner.prompt(ex) for ex in examples], PARAREL.probe_new_tokens)
+    prompts = [runner.prompt(PARAREL.probing(ex)) for ex in examples]  # as pipeline.probe sends them
+    ref = reference_probe(varied_engine, prompts, PARAREL.probe_new_tokens)
     store = RunStore(tmp_path / "p.jsonl", tmp_path / "p.meta.json", {})
     records = probe(runner, examples, store, method="unsure", batch_size=4, seed=0)
     assert {r["stopped_by"] for r in ref} >= {"period", "length"}
