@@ -39,6 +39,9 @@ def base_parser(doc: str | None) -> argparse.ArgumentParser:
     p.add_argument("--data_dir", default=default_data_dir(),
                    help=f"R-Tuning data folder (default: ${DATA_ENV} or dataset/)")
     p.add_argument("--result", default=None, help="name prefix of the output files")
+    p.add_argument("--dataset", default=None,
+                   help="data file stem in the dataset's folder, as the original's --dataset (e.g. wice_test, "
+                        "hotpot_10k); default: the file of the split (--domain, or the training file)")
     p.add_argument("--limit", type=int, default=None, help="only the first N questions (smoke runs)")
     p.add_argument("--sample", type=int, default=None,
                    help="a random N questions (drawn with --seed, kept in file order): a reduced run that "
@@ -124,6 +127,8 @@ class Setup:
         from .pipeline import TaskRunner
         from .scoring import ScoringRules
 
+        if args.dataset is not None:
+            task = task.with_dataset(split, args.dataset)
         self.task = task
         examples = task.load(args.data_dir, split)
         if args.sample is not None:
@@ -196,8 +201,10 @@ class Setup:
             "dtype": settings.get("dtype"), "git_commit": git_commit(), "environment": environment(),
             "argv": sys.argv,
             # covers prompt files, shots and truncation: any change to what the model sees
+            # (the training split is probed, with the task's probe prompt)
             "prompts_sha256": hashlib.sha256("\0".join(
-                self.runner.prompt(ex) + "\1" + ex.gold for ex in self.examples).encode()).hexdigest(),
+                self.runner.prompt(task.probing(ex) if split == "train" else ex) + "\1" + ex.gold
+                for ex in self.examples).encode()).hexdigest(),
         }
 
     def suggest_batch_size(self, backend=None) -> int:
@@ -338,7 +345,7 @@ def evaluate_main(task: str | Task, argv: list[str] | None = None, doc: str | No
             # checked before the model answers anything, not after the whole evaluation
             match_reference([(ex.index, ex.question) for ex in run.examples], reference, args.reference)
         result = args.result or f"{run.spec.tag}_{task.name}"
-        stem = Path(args.output_dir) / f"{result}_{args.domain}"
+        stem = Path(args.output_dir) / task.result_name(result, args.domain)
         extra = {"letter_samples": LETTER_SAMPLES} if args.num_samples and task.kind == "choice" else {}
         store = run.store(stem.with_suffix(".jsonl"), stem.with_suffix(".meta.json"), run.config(args, **extra),
                           args.overwrite, args)

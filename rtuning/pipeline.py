@@ -132,7 +132,7 @@ class TaskRunner:
 
     def sure(self, prompts: list[str], answers: list[Scored], state: object = None) -> list[float]:
         """Sure-probabilities p(sure) / (p(sure) + p(unsure)); `state` is what `answer` returned."""
-        texts = [self.rules.sure_text(p, a.text, a.raw, self.task.answer_sep) for p, a in zip(prompts, answers)]
+        texts = [self.rules.sure_text(p, a.text, a.raw, self.task.sure_sep) for p, a in zip(prompts, answers)]
         rows, _ = self.backend.token_probs(self.encode(texts), [self.rules.sure_id, self.rules.unsure_id],
                                            state=state)
         return [r[0] for r in rows]
@@ -239,7 +239,7 @@ def probe(runner: TaskRunner, examples: Sequence[Example], store: RunStore, *, m
           procs: Processes = Processes()) -> list[dict]:
     """Answer every training question greedily (and sample `num_try` answers for `uncertain`)."""
     task, matcher = runner.task, MATCHERS[match]
-    prompts = [runner.prompt(ex) for ex in examples]
+    prompts = [runner.prompt(task.probing(ex)) for ex in examples]  # the original's probe prompt
 
     def fn(batch: list[int], number: int) -> list[dict]:
         batch_prompts = [prompts[i] for i in batch]
@@ -293,9 +293,8 @@ def training_texts(task: Task, examples: Sequence[Example], records: Sequence[di
         if method == "vanilla":
             texts.append(solved)
         elif method == "unknown":
-            # a refusal is a sentence, so it follows the prompt after a space even where a
-            # letter would follow directly ("Answer:B" in MMLU)
-            texts.append(solved if rec["certain"] else f"{ex.prompt} {rng.choice(REFUSAL_PHRASES)}")
+            # where the answer would be, as the original: "Answer:The answer is unknown." in MMLU
+            texts.append(solved if rec["certain"] else task.refused(ex, rng.choice(REFUSAL_PHRASES)))
         else:  # unsure and uncertain
             texts.append(solved + SURE_QUESTION + (SURE_TEXT if rec["certain"] else UNSURE_TEXT))
     rng.shuffle(texts)

@@ -335,8 +335,9 @@ class Study:
                     row = self.evaluate(model, tag, dataset, domain, limit_for(a.test_limit, dataset, domain), extra)
                     row["method"], row["trained_on"] = label, dataset
                     if label == "base":
-                        row.update(pretrain_t(self.out / "eval" / f"base_{dataset}_{domain}.jsonl",
-                                              thresholds[dataset]))
+                        # the records file by the name evaluation gave it ({result}.jsonl for a
+                        # dataset with one test set, as the original names its results)
+                        row.update(pretrain_t(Path(row["records_file"]), thresholds[dataset]))
                     rows.append(row)
                     self.write(rows, refusal_rows, thresholds, t0)
                 for refusal in [r for r in a.refusal_sets.split(",") if r]:

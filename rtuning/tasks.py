@@ -55,6 +55,8 @@ class Example:
     # prompt[:context_end] is context (evidence, paragraphs) that may be cut from the left when
     # the prompt is too long; the rest (claim, question, options) is always kept.
     context_end: int = 0
+    # prompt is the task's probe prompt (Task.probing): shots placed before it take that form too
+    probe: bool = False
 
 
 Parser = Callable[[Any, int, str], Example]
@@ -76,7 +78,13 @@ class Task:
     eval_new_tokens: int = 5
     probe_new_tokens: int = 15
     choices: tuple[str, ...] = ()
-    answer_sep: str = " "  # between prompt and answer, in shots, training text and sure prompt
+    # between prompt and answer (or R-Tuning-R's refusal) in shots and training texts, as the
+    # original's training scripts write them; option letters are scored as the token after it
+    answer_sep: str = " "
+    sure_sep: str = " "  # between prompt and answer in the sure prompt (the original's evaluation)
+    # the original's probe prompt where it differs from the evaluation prompt (ParaRel); it must
+    # keep the evaluation prompt's context, prompt[:context_end]
+    probe_prompt: Callable[[Example], str] | None = None
     shots_from: str | None = None  # task whose training file gives shots, when this one has none
     records_key: str | None = None  # records live under this key of a JSON object (SelfAware)
     keep: Callable[[Example, str], bool] | None = None  # which records of a shared file a split uses
@@ -123,6 +131,29 @@ class Task:
         """The prompt with its answer and the closing period, as in shots and training text."""
         answer = ex.gold if answer is None else answer
         return f"{ex.prompt}{self.answer_sep}{answer}."
+
+    def refused(self, ex: Example, refusal: str) -> str:
+        """R-Tuning-R's text for an uncertain question: the refusal (it has its own period)
+        where the answer would be."""
+        return f"{ex.prompt}{self.answer_sep}{refusal}"
+
+    def probing(self, ex: Example) -> Example:
+        """The example as the original probes it (its probe prompt), marked so shots follow suit."""
+        prompt = self.probe_prompt(ex) if self.probe_prompt is not None else ex.prompt
+        return replace(ex, prompt=prompt, probe=True)
+
+    def with_dataset(self, split: str, stem: str) -> "Task":
+        """The task reading `split` from {stem}.json in the same folder (the original's --dataset)."""
+        current = self.path("", split)
+        if not stem or stem != Path(stem).name or stem in (".", "..") or stem.endswith(".json"):
+            raise DataError(f"--dataset {stem!r}: give the data file's stem (as {current.stem!r} for "
+                            f"{current}), not a path or a file name")
+        return replace(self, files={**self.files, split: (current.parent / f"{stem}.json").as_posix()})
+
+    def result_name(self, result: str, domain: str) -> str:
+        """Output stem as the original names results: {result}_{domain} where there are several
+        test sets (ParaRel, MMLU, the refusal sets), {result} where there is one."""
+        return f"{result}_{domain}" if len(self.domains) > 1 else result
 
 
 def read_text(path: Path) -> str:
@@ -225,6 +256,11 @@ def qa_prompt(question: str) -> str:
     return f"Question: {question} Answer:"
 
 
+def pararel_probe_prompt(ex: Example) -> str:
+    """The original's ParaRel probe: no space after "Question:" (evaluation and training have one)."""
+    return f"Question:{ex.question} Answer:"
+
+
 def _parse_pararel(record: Any, index: int, file: str) -> Example:
     if not isinstance(record, list):
         raise DataError(f"{file}: record {index}: expected [question, answer, relation], got {type(record).__name__}")
@@ -245,6 +281,7 @@ PARAREL = Task(
     parse=_parse_pararel,
     eval_new_tokens=5,
     probe_new_tokens=15,
+    probe_prompt=pararel_probe_prompt,
 )
 
 
@@ -260,7 +297,10 @@ def mmlu_question(record: list) -> str:
 
 
 def mmlu_header(subject: str) -> str:
-    return f"The following are multiple choice questions (with answers) about {subject.replace('_', ' ')}.\n\n"
+    """The original's header: each `_`-separated word of the subject gets a leading space, so
+    "about" is followed by two spaces ("about  abstract algebra.")."""
+    words = "".join(f" {word}" for word in subject.split("_"))
+    return f"The following are multiple choice questions (with answers) about {words}.\n\n"
 
 
 def _check_mmlu_record(record: Any, index: int, file: str) -> list:
@@ -335,14 +375,16 @@ MMLU = Task(
     files={"train": "MMLU/MMLU_ID_train.json", "ID": "MMLU/MMLU_ID_test.json", "OOD": "MMLU/MMLU_OOD_test.json"},
     reader=read_mmlu,
     choices=MMLU_LETTERS,
-    answer_sep="",  # the shots read "Answer:B"
+    answer_sep="",  # the shots and training texts read "Answer:B"
+    sure_sep="",  # the original's sure prompt too: "Answer:B. Are you sure ..."
 )
 
 
 # --- FEVER and WiCE: claim + evidence, three lettered options ---------------------------
 
 
-def claim_task(name: str, files: dict[str, str], options: tuple[str, str, str], labels: dict[str, str]) -> Task:
+def claim_task(name: str, files: dict[str, str], options: tuple[str, str, str], labels: dict[str, str],
+               answer_sep: str) -> Task:
     def parse(record: Any, index: int, file: str) -> Example:
         require_object(record, index, file, "claim, evidence, label")
         claim = require_str(record, "claim", index, file)
@@ -353,7 +395,9 @@ def claim_task(name: str, files: dict[str, str], options: tuple[str, str, str], 
                   + "".join(f"{o}\n" for o in options) + "Answer:")
         return Example(index, claim, prompt, gold, {"label": record["label"]}, context_end=len(context))
 
-    return Task(name=name, kind="choice", files=files, parse=parse, choices=("A", "B", "C"))
+    # the sure prompt has a space before the letter in both originals ("Answer: B. Are you sure")
+    return Task(name=name, kind="choice", files=files, parse=parse, choices=("A", "B", "C"),
+                answer_sep=answer_sep, sure_sep=" ")
 
 
 def _evidence_hint(name: str, record: dict) -> str:
@@ -369,11 +413,13 @@ FEVER = claim_task(
     "fever", {"train": "FEVER/fever_10k.json", "ID": "FEVER/fever_10k_test.json"},
     ("A: SUPPORTS.", "B: REFUTES.", "C: NOT ENOUGH INFO."),
     {"SUPPORTS": "A", "REFUTES": "B", "NOT ENOUGH INFO": "C"},
+    answer_sep=" ",  # the original's FEVER training texts: "Answer: B." and "Answer: The answer is ..."
 )
 WICE = claim_task(
     "wice", {"train": "WiCE/wice_train.json", "ID": "WiCE/wice_test.json"},
     ("A:supported.", "B:partially_supported.", "C:not_supported."),
     {"supported": "A", "partially_supported": "B", "not_supported": "C"},
+    answer_sep="",  # the original's WiCE training texts: "Answer:B." and "Answer:The answer is ..."
 )
 
 
@@ -551,7 +597,8 @@ class Shots:
         if not self.k:
             return ""
         chosen = [s for s in self.pool if s.question != ex.question][: self.k]
-        return "".join(self.task.solved(s) + "\n\n" for s in chosen)
+        # shots show the format of the question that follows: the probe prompt's when probing
+        return "".join(self.task.solved(self.task.probing(s) if ex.probe else s) + "\n\n" for s in chosen)
 
     def prompt(self, ex: Example) -> str:
         return self.prefix(ex) + ex.prompt

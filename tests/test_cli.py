@@ -131,12 +131,13 @@ def test_multiple_choice_probe_and_evaluation(env_data, tiny_model_dir, tmp_path
     probe_main(mmlu_training_task(), probe_args(tiny_model_dir, tmp_path, "--method", "unknown", "--result", "m"))
     texts = [i["text"] for i in json.loads((tmp_path / "m_unknown.json").read_text())["instances"]]
     assert len(texts) == 10
-    assert all(t.startswith("The following are multiple choice questions (with answers) about abstract algebra.")
+    assert all(t.startswith("The following are multiple choice questions (with answers) about  abstract algebra.")
                for t in texts)
     tails = [t.rsplit("\nAnswer:", 1)[1] for t in texts]
     recs = [json.loads(l) for l in (tmp_path / "m_unknown.records.jsonl").read_text().splitlines()]
     assert sum(t in ("A.", "B.", "C.", "D.") for t in tails) == sum(r["certain"] for r in recs)
-    assert sum(t in [" " + p for p in REFUSALS] for t in tails) == sum(not r["certain"] for r in recs)
+    # the refusal where the letter would be, with no space: "Answer:The answer is unknown."
+    assert sum(t in REFUSALS for t in tails) == sum(not r["certain"] for r in recs)
     summary = evaluate_main("mmlu", eval_args(tiny_model_dir, tmp_path, "--domain", "OOD"))
     recs = [json.loads(l) for l in (tmp_path / "e_OOD.jsonl").read_text().splitlines()]
     assert all(r["answer"] in "ABCD" and len(r["option_probs"]) == 4 for r in recs)

@@ -18,7 +18,8 @@ def test_mmlu_prompt_and_gold_letter(data_dir):
     def block(r):
         return f"{r[0]}\nA. {r[1]}\nB. {r[2]}\nC. {r[3]}\nD. {r[4]}\nAnswer:"
 
-    expected = ("The following are multiple choice questions (with answers) about abstract algebra.\n\n"
+    # two spaces after "about", as the original's subject formatter writes it
+    expected = ("The following are multiple choice questions (with answers) about  abstract algebra.\n\n"
                 + "".join(block(s) + s[5] + "\n\n" for s in shots) + block(record))
     assert ex.prompt == expected
     assert ex.gold == record[5] == "D"  # the letter, not an option's text (the original's bug)

@@ -23,6 +23,8 @@ def main() -> None:
     parser.add_argument("--datasets", default=",".join(TRAINING_TASKS), help="comma-separated datasets")
     args = parser.parse_args()
     names = [n.strip() for n in args.datasets.split(",") if n.strip()]
+    if args.dataset is not None:
+        parser.error("--dataset names one dataset's file; run that dataset's script to probe it")
     for name in names:
         if name not in TRAINING_TASKS:
             parser.error(f"--datasets: {name!r} is not a training dataset ({', '.join(TRAINING_TASKS)})")

@@ -13,7 +13,6 @@ from rtuning.tasks import mmlu_training_task
 
 if __name__ == "__main__":
     parser = probe_parser(__doc__)
-    parser.add_argument("--dataset", default="MMLU_ID_train", help="file stem under MMLU/ to probe on")
     parser.add_argument("--prompt_domain", choices=("ID", "OOD"), default="ID", help="which 5-shot prompt file")
     args = parser.parse_args()
-    probe_main(mmlu_training_task(args.dataset, args.prompt_domain), args=args)
+    probe_main(mmlu_training_task(prompt_domain=args.prompt_domain), args=args)  # --dataset: the file under MMLU/
