@@ -13,6 +13,7 @@ continues from the cache of the prompt and the decoded answer (benchmarks/README
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 
 import torch
@@ -39,6 +40,19 @@ class PromptCache:
     @property
     def answer_width(self) -> int:
         return max((len(a) for a in self.answers), default=0) if self.answers else 0
+
+
+def _accepts(fn, name: str) -> bool:
+    try:
+        return name in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _kv(out):
+    """The KV cache a forward pass returned: `cache` from transformers 5.24, `past_key_values` before."""
+    cache = getattr(out, "cache", None)
+    return cache if cache is not None else getattr(out, "past_key_values", None)
 
 
 def _is_plain(cache) -> bool:
@@ -121,6 +135,9 @@ class Engine:
         self.eos = eos.to(self.device)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.share_prefix = share_prefix
+        # transformers 5.24 renamed past_key_values to cache; vLLM's environments pin older releases
+        core = model.get_base_model() if hasattr(model, "get_base_model") else model
+        self._cache_kw = "cache" if _accepts(core.forward, "cache") else "past_key_values"
         # During a forward pass: the caller's row for each row of logits it computes (batch rows,
         # or the leaves of tree-packed prompts), for hooks and tests.
         self.active_rows: list[int] | None = None
@@ -181,7 +198,7 @@ class Engine:
         """One counted forward pass with logits for the last position only."""
         self.active_rows = rows
         try:
-            out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache,
+            out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, **{self._cache_kw: cache},
                              use_cache=True, logits_to_keep=1)
         finally:
             self.active_rows = None
@@ -233,7 +250,7 @@ class Engine:
                 return result
         ids, mask, positions = self._left_pad(seqs)
         out = self._forward(ids, mask, positions, None, sum(len(s) for s in seqs), list(range(len(seqs))))
-        return out.logits[:, -1, :].float(), out.cache, mask
+        return out.logits[:, -1, :].float(), _kv(out), mask
 
     def _prefill_packed(self, seqs: list[list[int]], need_cache: bool = True):
         """Prompts as a token tree: every distinct prefix is computed once, with no padding.
@@ -363,18 +380,18 @@ class Engine:
             first_row.setdefault(p[-1], r)
         self.active_rows = [first_row[leaf] for leaf in leaves]  # the logits' rows are the leaves
         try:
-            out = self.model(input_ids=ids, attention_mask=mask4, position_ids=positions, cache=cache,
+            out = self.model(input_ids=ids, attention_mask=mask4, position_ids=positions, **{self._cache_kw: cache},
                              use_cache=True, logits_to_keep=torch.tensor(leaves, device=self.device))
         finally:
             self.active_rows = None
         self.tokens_processed += t
         self.token_slots += t
         self.logit_rows += len(leaves)
-        if not _is_plain(out.cache):
+        if not _is_plain(_kv(out)):
             self.share_prefix = False  # this model's cache cannot be regrouped: plain batches from now on
             return None
         logits = out.logits[0, [leaf_col[p[-1]] for p in paths]]
-        new_kv = [(layer.keys[0, :, m0:], layer.values[0, :, m0:]) for layer in out.cache.layers]
+        new_kv = [(layer.keys[0, :, m0:], layer.values[0, :, m0:]) for layer in _kv(out).layers]
         return logits, new_kv, paths
 
     @torch.inference_mode()
@@ -386,11 +403,11 @@ class Engine:
         out = body(input_ids=ids, use_cache=True)
         self.tokens_processed += ids.shape[1]
         self.token_slots += ids.shape[1]
-        if not _is_plain(out.cache):
+        if not _is_plain(_kv(out)):
             self.share_prefix = False  # this model's cache cannot be regrouped: plain batches from now on
             return False
         self._prefix = tuple(prefix)
-        self._prefix_kv = [(layer.keys, layer.values) for layer in out.cache.layers]
+        self._prefix_kv = [(layer.keys, layer.values) for layer in _kv(out).layers]
         self._prefix_key = self._weights_key()
         return True
 
@@ -525,7 +542,7 @@ class Engine:
                 rows, live = [rows[j] for j in keep], [True] * len(keep)
             mask = torch.cat([mask, torch.ones((len(rows), 1), dtype=mask.dtype, device=self.device)], dim=1)
             out = self._forward(chosen[:, None], mask, next_pos, cache, sum(live), rows)
-            logits, cache = out.logits[:, -1, :].float(), out.cache
+            logits, cache = out.logits[:, -1, :].float(), _kv(out)
             next_pos = next_pos + 1
         if keep_prompt_cache:
             if prompt_kv is not None:
