@@ -196,6 +196,38 @@ def test_unknown_method_names_the_known_ones(capsys):
     assert "expected a whole number >= 1" in capsys.readouterr().err
 
 
+def test_the_study_probes_a_sampled_method_with_its_flags(data_dir, tmp_path, monkeypatch, capsys):
+    """The study's data step for Cor-RAIT, without a model: the greedy probe's methods are derived
+    from its records, a sampled method gets its own probe with the flags it reads."""
+    import rtuning.cli as cli
+    from rtuning.reproduce import Study, parse_args
+
+    calls = []
+
+    def fake_probe_main(task, argv):
+        calls.append(argv)
+        out = tmp_path / "s" / "data"
+        if argv[argv.index("--method") + 1] == "unsure":
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "pararel_unsure.records.jsonl").write_text(
+                "".join(json.dumps({"index": i, "correct": i % 2}) + "\n" for i in range(4)))
+        return {}
+
+    monkeypatch.setattr(cli, "probe_main", fake_probe_main)
+    args = parse_args(["--out", str(tmp_path / "s"), "--data_dir", str(data_dir), "--methods",
+                       "unknown,correctness", "--num_try", "3", "--min_correct_ratio", "0.6"])
+    files = Study(args, []).probe("pararel")
+    assert list(files) == ["unknown", "correctness"]
+    assert [c[c.index("--method") + 1:] for c in calls] == [
+        ["unsure"], ["correctness", "--num_try", "3", "--temperature", "0.7", "--min_correct_ratio", "0.6"]]
+    texts = json.loads(files["unknown"].read_text())["instances"]
+    assert len(texts) == 4 and files["correctness"].name == "pararel_correctness.json"
+    with pytest.raises(SystemExit):
+        parse_args(["--methods", "unsure,cor-rait"])
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(
+        "error: --methods 'cor-rait': unknown method; choose from vanilla, unsure, uncertain, unknown, correctness")
+
+
 PINNED = json.loads(r"""
 {
  "texts": {
