@@ -58,7 +58,7 @@ EVERY_PROBE_KEY = frozenset({NUM_TRY.name, TEMPERATURE.name})
 
 
 @dataclass(frozen=True)
-class Sampling:
+class SamplingStep:
     """A sampling step in the probe: `count` answers per question at `temperature` (both flags),
     drawn by the task runner's `samples` (letters for multiple choice) and recorded as
     `samples`; with `score`, each sample's correctness by the task's rule (the matcher; for
@@ -84,7 +84,7 @@ class Method:
     display: str  # reports
     certain: Callable[[list[dict], Mapping[str, Any]], list[bool]]
     text: Callable[[Task, Example, bool, random.Random], str]
-    sampling: Sampling | None = None  # None: the greedy probe alone
+    sampling: SamplingStep | None = None  # None: the greedy probe alone
     flags: tuple[Flag, ...] = ()  # options the label rule reads besides the sampling step's
     paper: bool = True  # one of the paper's methods: in the study unless --methods says otherwise
     description: str = ""
@@ -155,14 +155,14 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("unsure", "R-Tuning", greedy_correct, sure_suffix_text,
            description="sure/unsure after the answer, by the greedy answer's correctness"),
     Method("uncertain", "R-Tuning-U", lowest_entropy_half, sure_suffix_text,
-           sampling=Sampling(summary=_entropy),
+           sampling=SamplingStep(summary=_entropy),
            description="sure/unsure by the entropy of --num_try sampled answers (no gold needed)"),
     Method("unknown", "R-Tuning-R", greedy_correct, refusal_text,
            description="a refusal replaces the answers the greedy probe got wrong"),
     # CRaFT (Zhu et al., AAAI 2025)'s correctness-only baseline: RAIT data labelled by the
     # share of correct sampled answers; trained here with R-Tuning's sure/unsure text
     Method("correctness", "Cor-RAIT", correct_share_reaches, sure_suffix_text,
-           sampling=Sampling(score=True, summary=_correct_ratio), flags=(MIN_CORRECT_RATIO,), paper=False,
+           sampling=SamplingStep(score=True, summary=_correct_ratio), flags=(MIN_CORRECT_RATIO,), paper=False,
            description="sure/unsure by the share of correct --num_try sampled answers (CRaFT's Cor-RAIT)"),
 )}
 
