@@ -244,12 +244,14 @@ class Setup:
 
 
 def probe_parser(doc: str | None) -> argparse.ArgumentParser:
-    from .pipeline import METHODS
+    from .methods import METHODS, method_flags, readers
 
     p = base_parser(doc)
-    p.add_argument("--method", choices=METHODS, default="unsure")
-    p.add_argument("--num_try", type=int, default=5, help="samples per question for --method uncertain")
-    p.add_argument("--temperature", type=float, default=0.7, help="sampling temperature for uncertain")
+    p.add_argument("--method", choices=tuple(METHODS), default="unsure",
+                   help="; ".join(f"{m.name} ({m.display}): {m.description}" for m in METHODS.values()))
+    for flag in method_flags():  # the options the methods' declarations read (rtuning/methods.py)
+        p.add_argument(f"--{flag.name}", type=flag.type, default=flag.default,
+                       help=f"{flag.help} (--method {', '.join(readers(flag))})")
     p.add_argument("--output_dir", default=str(REPO_ROOT / "training" / "training_data"))
     return p
 
@@ -257,9 +259,11 @@ def probe_parser(doc: str | None) -> argparse.ArgumentParser:
 def probe_main(task: str | Task, argv: list[str] | None = None, doc: str | None = None,
                args: argparse.Namespace | None = None) -> dict:
     """`training/<dataset>/run_<dataset>.py`: probe, split certain/uncertain, write training data."""
+    from .methods import get_method, not_in_key
     from .pipeline import lmflow_text_only, probe, training_texts
 
     args = args or probe_parser(doc).parse_args(argv)
+    method = get_method(args.method)
     run = store = None
     try:
         task = get_task(task) if isinstance(task, str) else task
@@ -268,13 +272,14 @@ def probe_main(task: str | Task, argv: list[str] | None = None, doc: str | None 
         run = Setup(args, task, "train")
         result = args.result or f"{task.name}_{run.spec.tag}"
         stem = Path(args.output_dir) / f"{result}_{args.method}"
-        extra = {"letter_samples": LETTER_SAMPLES} if args.method == "uncertain" and task.kind == "choice" else {}
+        extra = {"letter_samples": LETTER_SAMPLES} if method.sampling and task.kind == "choice" else {}
+        config = {k: v for k, v in run.config(args, **extra).items() if k not in not_in_key(method)}
         store = run.store(stem.with_suffix(".records.jsonl"), stem.with_suffix(".meta.json"),
-                          run.config(args, **extra), args.overwrite, args)
+                          config, args.overwrite, args)
         _resuming(store, len(run.examples))
         records = probe(run.runner, run.examples, store, method=args.method, batch_size=args.batch_size,
-                        seed=args.seed, match=args.match, num_try=args.num_try, temperature=args.temperature,
-                        max_batch_tokens=run.max_batch_tokens, procs=run.procs)
+                        seed=args.seed, match=args.match, max_batch_tokens=run.max_batch_tokens, procs=run.procs,
+                        settings=method.settings(vars(args)))
     except (DataError, RunConflict) as e:
         _fail(str(e))
     except KeyboardInterrupt:

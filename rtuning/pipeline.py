@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -14,12 +14,11 @@ from .backends.base import Backend, Sampling, common_prefix_length
 from .scoring import ScoringRules
 from .matching import MATCHERS
 from .metrics import answer_entropy
+from .methods import METHODS, get_method  # noqa: F401 (METHODS: callers imported it from here)
 from .distributed import Processes
 from .records import RunStore
 from .refusal import is_refusal
-from .tasks import REFUSAL_PHRASES, SURE_QUESTION, SURE_TEXT, UNSURE_TEXT, DataError, Example, Shots, Task
-
-METHODS = ("unsure", "unknown", "uncertain", "vanilla")
+from .tasks import SURE_QUESTION, DataError, Example, Shots, Task
 
 
 @dataclass
@@ -236,9 +235,13 @@ def sampling_for(seed: int, batch_number: int, temperature: float) -> Sampling:
 def probe(runner: TaskRunner, examples: Sequence[Example], store: RunStore, *, method: str,
           batch_size: int, seed: int, match: str = "substring", num_try: int = 5,
           temperature: float = 0.7, max_batch_tokens: int | None = None,
-          procs: Processes = Processes()) -> list[dict]:
-    """Answer every training question greedily (and sample `num_try` answers for `uncertain`)."""
-    task, matcher = runner.task, MATCHERS[match]
+          procs: Processes = Processes(), settings: Mapping[str, Any] | None = None) -> list[dict]:
+    """Answer every training question greedily, run the method's sampling step if it declares
+    one, and label the records; `settings` holds the values of the method's flags (num_try and
+    temperature may also be given as arguments)."""
+    task, matcher, declared = runner.task, MATCHERS[match], get_method(method)
+    values = declared.settings({"num_try": num_try, "temperature": temperature, **(settings or {})})
+    step = declared.sampling
     prompts = [runner.prompt(task.probing(ex)) for ex in examples]  # the original's probe prompt
 
     def fn(batch: list[int], number: int) -> list[dict]:
@@ -251,52 +254,37 @@ def probe(runner: TaskRunner, examples: Sequence[Example], store: RunStore, *, m
                             "output": ans.text, "confidence": ans.confidence,
                             "correct": bool(is_correct(task, matcher, ex, ans.text)),
                             "truncated_tokens": runner.truncated.get(ex.index, 0)})
-        if method == "uncertain":
-            samples = runner.samples(batch_prompts, greedy, num_try, task.probe_new_tokens,
-                                     sampling_for(seed, number, temperature))
-            for rec, texts in zip(records, samples):
+        if step is not None:
+            samples = runner.samples(batch_prompts, greedy, values[step.count.name], task.probe_new_tokens,
+                                     sampling_for(seed, number, values[step.temperature.name]))
+            for i, rec, texts in zip(batch, records, samples):
                 rec["samples"] = texts
-                rec["entropy"] = answer_entropy(texts)
+                if step.score:
+                    rec["samples_correct"] = [bool(is_correct(task, matcher, examples[i], t)) for t in texts]
+                rec.update(step.summary(rec))
         return records
 
-    answers = 1 + (num_try if method == "uncertain" else 0)
+    answers = 1 + (values[step.count.name] if step is not None else 0)
     run_batches(examples, prompts, runner.tokenizer, batch_size, store, fn, f"probe {task.name}",
                 max_batch_tokens, procs, row_tokens=answer_tokens(task, task.probe_new_tokens, answers))
-    return mark_certain(store.ordered(), method)
+    return mark_certain(store.ordered(), method, values)
 
 
-def mark_certain(records: list[dict], method: str) -> list[dict]:
-    """Split into certain (D1) and uncertain (D0).
-
-    Supervised methods: certain when the greedy answer is correct. `uncertain`: the half with
-    the lowest answer entropy is certain (ties broken by question order, so the split is
-    deterministic).
-    """
-    if method != "uncertain":
-        return [{**r, "certain": bool(r["correct"])} for r in records]
-    ranked = sorted(range(len(records)), key=lambda k: (records[k]["entropy"], records[k]["index"]))
-    certain = set(ranked[: len(records) // 2])
-    return [{**r, "certain": k in certain} for k, r in enumerate(records)]
+def mark_certain(records: list[dict], method: str, settings: Mapping[str, Any] | None = None) -> list[dict]:
+    """Split into certain (D1) and uncertain (D0) by the method's label rule (rtuning.methods);
+    settings: its flags' values (default: the flags' defaults)."""
+    declared = get_method(method)
+    flags = declared.certain(records, declared.settings(settings or {}))
+    return [{**r, "certain": c} for r, c in zip(records, flags)]
 
 
 def training_texts(task: Task, examples: Sequence[Example], records: Sequence[dict], method: str,
                    seed: int) -> list[str]:
-    """Refusal-aware training text (shot-free, as the paper), shuffled with the seed."""
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+    """Refusal-aware training text (shot-free, as the paper) in the method's form, shuffled with the seed."""
+    text = get_method(method).text
     by_index = {ex.index: ex for ex in examples}
     rng = random.Random(seed)
-    texts = []
-    for rec in records:
-        ex = by_index[rec["index"]]
-        solved = task.solved(ex)
-        if method == "vanilla":
-            texts.append(solved)
-        elif method == "unknown":
-            # where the answer would be, as the original: "Answer:The answer is unknown." in MMLU
-            texts.append(solved if rec["certain"] else task.refused(ex, rng.choice(REFUSAL_PHRASES)))
-        else:  # unsure and uncertain
-            texts.append(solved + SURE_QUESTION + (SURE_TEXT if rec["certain"] else UNSURE_TEXT))
+    texts = [text(task, by_index[rec["index"]], rec["certain"], rng) for rec in records]
     rng.shuffle(texts)
     return texts
 

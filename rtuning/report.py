@@ -15,11 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
+from .methods import METHODS
 from .records import read_json, read_jsonl, write_json
 
-LABELS = {"base": "Base model (p(sure) + conf)", "vanilla": "Vanilla", "unsure": "R-Tuning",
-          "uncertain": "R-Tuning-U", "unknown": "R-Tuning-R"}
-ORDER = ["pretrain_t", "base", "vanilla", "vanilla_c", "unsure", "uncertain", "unknown"]
+# the methods' display names and order are their declarations' (rtuning/methods.py)
+LABELS = {"base": "Base model (p(sure) + conf)", **{m.name: m.display for m in METHODS.values()}}
+ORDER = ["pretrain_t", "base", "vanilla", "vanilla_c", *(m for m in METHODS if m != "vanilla")]
 
 # SPEC.md section 4: the paper's Table 1 (AP %) and refusal rates, as quoted by readers.
 PAPER_AP = [

@@ -28,10 +28,11 @@ import threading
 import time
 from pathlib import Path
 
+from .methods import METHODS as DECLARED, NUM_TRY, method_flags, readers
 from .metrics import average_precision, nan_to_none
 from .records import REPO_ROOT, environment, file_sha256, git_commit, read_json, read_jsonl, write_json
 
-METHODS = ("vanilla", "unsure", "uncertain", "unknown")
+METHODS = tuple(name for name, m in DECLARED.items() if m.paper)  # the default: the paper's four
 REFUSAL_SETS = ("selfaware", "falseqa", "nec")
 QUICK = {"limit": 40, "test_limit": 40, "refusal_limit": 40, "num_try": 3, "vanilla_c_samples": 3}
 
@@ -77,7 +78,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="smollm2-135m")
     p.add_argument("--datasets", default="pararel", help="training datasets, comma-separated")
-    p.add_argument("--methods", default=",".join(METHODS))
+    p.add_argument("--methods", default=",".join(METHODS),
+                   help=f"comma-separated, of {', '.join(DECLARED)} (default: the paper's {', '.join(METHODS)})")
     p.add_argument("--refusal_sets", default=",".join(REFUSAL_SETS))
     p.add_argument("--data_dir", default=default_data_dir())
     p.add_argument("--out", default=None,
@@ -94,8 +96,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--refusal_for", default=None,
                    help="training datasets whose tuned models are also evaluated on the unanswerable sets "
                         "(comma-separated; default: all)")
-    p.add_argument("--num_try", type=positive, default=5, help="samples per question for R-Tuning-U")
+    p.add_argument("--num_try", type=positive, default=5,
+                   help=f"samples per question for the sampled methods ({', '.join(readers(NUM_TRY))})")
     p.add_argument("--vanilla_c_samples", type=positive, default=5, help="test-time samples for Vanilla-C")
+    for flag in method_flags():  # the other options of the methods' declarations, passed to their probes
+        if flag != NUM_TRY:
+            p.add_argument(f"--{flag.name}", type=flag.type, default=flag.default, help=flag.help)
     p.add_argument("--epochs", type=float, default=1.0)
     p.add_argument("--learning_rate", type=float, default=2e-5)
     p.add_argument("--train_batch_size", type=int, default=4)
@@ -115,6 +121,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         f"{QUICK['num_try']} samples for R-Tuning-U and {QUICK['vanilla_c_samples']} for Vanilla-C "
                         "(each unless given), written to runs/quick unless --out is given")
     args = p.parse_args(argv)
+    for name in args.methods.split(","):
+        if name not in DECLARED:
+            p.error(f"--methods {name!r}: unknown method; choose from {', '.join(DECLARED)}")
     # a misspelt name must not silently mean "no limit"
     from .tasks import DataError, get_task
 
@@ -182,20 +191,21 @@ class Study:
         base = ["--model", a.model, "--output_dir", str(out), "--result", dataset, *limit, *self.common]
         files = {}
         self.step(f"probe {dataset}", lambda: probe_main(task, [*base, "--method", "unsure"]))
-        # vanilla and R-Tuning-R need the same greedy probe: derive them, do not probe again
+        # the methods without a sampling step need the same greedy probe: derive them, do not probe again
         records = read_jsonl(out / f"{dataset}_unsure.records.jsonl")
         examples = {ex.index: ex for ex in task.load(a.data_dir, "train")}
-        for method in ("vanilla", "unknown", "unsure"):
-            path = out / f"{dataset}_{method}.json"
-            if method != "unsure":
+        for method in [m for m in DECLARED.values() if m.sampling is None]:
+            path = out / f"{dataset}_{method.name}.json"
+            if method.name != "unsure":
                 chosen = [examples[r["index"]] for r in records]
-                write_json(path, lmflow_text_only(training_texts(task, chosen, mark_certain(records, method),
-                                                                 method, a.seed)))
-            files[method] = path
-        if "uncertain" in a.methods:
-            self.step(f"probe {dataset} (sampled)", lambda: probe_main(
-                task, [*base, "--method", "uncertain", "--num_try", str(a.num_try)]))
-            files["uncertain"] = out / f"{dataset}_uncertain.json"
+                marked = mark_certain(records, method.name, method.settings(vars(a)))
+                write_json(path, lmflow_text_only(training_texts(task, chosen, marked, method.name, a.seed)))
+            files[method.name] = path
+        for method in [DECLARED[m] for m in a.methods.split(",") if DECLARED[m].sampling is not None]:
+            flags = [x for f in method.reads() for x in (f"--{f.name}", str(getattr(a, f.name)))]
+            self.step(f"probe {dataset} (sampled, {method.name})",
+                      lambda: probe_main(task, [*base, "--method", method.name, *flags]))
+            files[method.name] = out / f"{dataset}_{method.name}.json"
         return {m: files[m] for m in a.methods.split(",")}
 
     # -- fine-tuning -------------------------------------------------------------------

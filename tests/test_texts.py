@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from rtuning import pipeline
+from rtuning import methods
 from rtuning.cli import evaluate_main, probe_main
 from rtuning.scoring import sure_prompt
 from rtuning.pipeline import TaskRunner, training_texts
@@ -122,7 +122,7 @@ def test_training_text(data, name, method, monkeypatch):
     task, _, _, texts = CASES[name]
     ex = first(task, data, "train")
     # the refusal draw fixed: one phrase to draw from
-    monkeypatch.setattr(pipeline, "REFUSAL_PHRASES", ("The answer is unknown.",))
+    monkeypatch.setattr(methods, "REFUSAL_PHRASES", ("The answer is unknown.",))
     certain, uncertain = texts["unsure" if method == "uncertain" else method]
     for flag, expected in ((True, certain), (False, uncertain)):
         got = training_texts(task, [ex], [{"index": ex.index, "certain": flag}], method, seed=0)
@@ -139,7 +139,7 @@ def test_refusal_drawn_with_the_seed_is_one_of_the_sixteen(data):
     ex = first(WICE, data, "train")
     got = training_texts(WICE, [ex], [{"index": ex.index, "certain": False}], "unknown", seed=0)
     assert len(got) == 1 and got[0].startswith(WICE_Q)
-    assert got[0][len(WICE_Q):] in pipeline.REFUSAL_PHRASES  # directly after "Answer:"
+    assert got[0][len(WICE_Q):] in methods.REFUSAL_PHRASES  # directly after "Answer:"
     assert got == training_texts(WICE, [ex], [{"index": ex.index, "certain": False}], "unknown", seed=0)
 
 
