@@ -2,14 +2,21 @@
 
     python -m rtuning.report runs/study/study.json --page docs/results.md
 
-Writes the page, a small JSON summary beside it, and PNG plots (precision-recall curves and
-reliability diagrams; needs matplotlib, an optional dependency) into {page dir}/img/.
+The page, in this order: what was run (model, data, settings, the command), the tables (AP,
+the honesty metrics beyond AP, every evaluation, refusal), the paper's claims with their
+intervals, the plots, then provenance (invocations, commits, data hashes, step times).
+--notes, --findings and --provenance_notes add hand-written markdown to the first, the claims'
+and the last section. Writes the page, a small JSON summary beside it, and PNG plots
+(precision-recall curves, reliability diagrams and risk-coverage curves; needs matplotlib, an
+optional dependency) into {page dir}/img/.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shlex
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -190,25 +197,156 @@ def claims(study: dict, ap: dict) -> list[list[str]]:
     return out
 
 
-def plots(study: dict, eval_dir: Path, img_dir: Path) -> list[str]:
+def has_records(study: dict) -> bool:
+    """Whether any evaluation of the study still has its per-question records on disk."""
+    return any(_records_path(r) for r in study.get("results", []) + study.get("refusal", []))
+
+
+def _records_path(row: dict | None) -> Path | None:
+    path = Path(row["records_file"]) if row and row.get("records_file") else None
+    return path if path and path.is_file() else None
+
+
+def checked_claims(study: dict) -> list[list[str]]:
+    """The claims, decided from the records; where the records are gone, as the study's JSON holds them."""
+    if not has_records(study) and study.get("claims"):
+        return [[c["claim"], c["ours"], c["verdict"]] for c in study["claims"]]
+    return claims(study, ap_rows(study))
+
+
+# The honesty metrics' table columns: (summary key, header, format); rtuning.metrics defines each.
+HONESTY_COLUMNS = [("brier_sure_prob", "Brier", ".3f"), ("aurc", "AURC", ".3f"),
+                   ("selective_accuracy_50", "acc@50% cov.", "%"), ("selective_accuracy_80", "acc@80% cov.", "%"),
+                   ("reliable_accuracy", "reliable acc%", "%"), ("effective_reliability", "eff. reliability", ".3f"),
+                   ("abstain_precision", "abstain P%", "%"), ("abstain_recall", "abstain R%", "%"),
+                   ("abstain_ece", "abstain ECE", ".3f")]
+QUADRANT_COLUMNS = [("known_rate", "known%", "%"), ("ik_ik", "Ik-Ik%", "%"), ("ik_idk", "Ik-Idk%", "%"),
+                    ("idk_ik", "Idk-Ik%", "%"), ("idk_idk", "Idk-Idk%", "%"),
+                    ("over_conservativeness", "over-cons.", ".3f"), ("prudence", "prudence", ".3f"),
+                    ("honesty", "honesty", ".3f"), ("ths", "THS", ".3f")]
+ABSTENTION_COLUMNS = [("abstention_precision", "abstention P%", "%"), ("abstention_recall", "abstention R%", "%"),
+                      ("abstention_f1", "abstention F1", ".3f")]
+
+
+def _cell(value, fmt: str) -> str:
+    if value is None or value != value:
+        return "-"
+    return pct(value) if fmt == "%" else f"{value:{fmt}}"
+
+
+def _by_key(rows: list[dict]) -> dict[tuple[str, str, str], dict]:
+    return {(r["method"], r["dataset"], r["domain"]): r for r in rows}
+
+
+def honesty_of(study: dict, row: dict) -> dict:
+    """The honesty metrics of one evaluation: from its records (the knowledge quadrants against the
+    base model's records of the same test set), else the ones its summary holds."""
+    from .metrics import ReferenceMismatch, honesty_metrics
+
+    keys = [k for k, _, _ in HONESTY_COLUMNS + QUADRANT_COLUMNS]
+    records = _records(row)
+    if not records:
+        return {k: row.get(k) for k in keys}
+    base = _by_key(study["results"]).get(("base", row["dataset"], row["domain"]))
+    reference = _records(base) or None
+    try:
+        return honesty_metrics(records, reference, reference_name=str(base and base.get("records_file")))
+    except ReferenceMismatch as e:  # e.g. a base model evaluated on another sample: no quadrants, said why
+        print(f"warning: {label(row['method'])} on {row['dataset']} {row['domain']}: no knowledge quadrants: {e}",
+              file=sys.stderr)
+        return honesty_metrics(records)
+
+
+def abstention_of(study: dict, method: str, refusal_set: str) -> dict:
+    """AbstentionBench's precision/recall/F1 over an unanswerable set and its answerable controls:
+    from both records files, else as either evaluation's summary holds them."""
+    from .metrics import honesty_metrics
+
+    idx = _by_key(study["refusal"])
+    pair = [idx.get((method, refusal_set, d)) for d in ("unanswerable", "answerable")]
+    unanswerable, controls = _records(pair[0]), _records(pair[1])
+    if unanswerable and controls:
+        return honesty_metrics(unanswerable, controls=controls)
+    held = next((r for r in pair if r and r.get("abstention_f1") is not None), {})
+    return {k: held.get(k) for k, _, _ in ABSTENTION_COLUMNS}
+
+
+def honesty_intervals(study: dict) -> list[list[str]]:
+    """Each tuned method minus Vanilla on the same questions, with paired bootstrap 95% intervals
+    (1,000 resamples, as the claims): Brier and AURC (lower is better), effective reliability,
+    and on the refusal sets abstention F1 over the unanswerable questions and their controls."""
+    from .metrics import abstention_prf, abstained, aurc, brier_score, mixed_score, paired_bootstrap_diff
+
+    def eff(y, a):  # AbstainQA's effective reliability: answered right +1, answered wrong -1, abstained 0
+        answered = np.asarray(a) < 0.5
+        return float((answered * (2 * np.asarray(y) - 1)).mean())
+
+    metrics = [("Brier", lambda rs: ([r["correct"] for r in rs], [r["sure_prob"] for r in rs]), brier_score),
+               ("AURC", lambda rs: ([r["correct"] for r in rs], mixed_score([r["answer_conf"] for r in rs],
+                                                                           [r["sure_prob"] for r in rs])), aurc),
+               ("eff. reliability", lambda rs: ([r["correct"] for r in rs], [float(a) for a in abstained(rs)]), eff)]
+    rows = _by_key(study["results"])
+    out = []
+    tuned = [m for m in ORDER if m not in ("base", "vanilla", "pretrain_t", "vanilla_c")]
+    for dataset, domain in in_study_order(study, ((r["dataset"], r["domain"]) for r in study["results"])):
+        vanilla = _records(rows.get(("vanilla", dataset, domain)))
+        for method in tuned:
+            mine = _records(rows.get((method, dataset, domain)))
+            if not mine or not vanilla or [r["index"] for r in mine] != [r["index"] for r in vanilla]:
+                continue
+            cells = []
+            for _, fields, metric in metrics:
+                t = paired_bootstrap_diff(*fields(mine), *fields(vanilla), metric=metric, resamples=1000, seed=0)
+                cells.append(f"{t['diff']:+.3f} [{t['low']:+.3f}, {t['high']:+.3f}]")
+            out.append([f"{label(method)} minus Vanilla", f"{dataset} {domain}", *cells, "-"])
+    refusal = _by_key(study["refusal"])
+    # an F1 undefined for want of any abstention (Vanilla's, often) counts as 0, as sklearn's zero_division=0
+    f1 = lambda y, a: abstention_prf(np.asarray(y) > 0.5, np.asarray(a) > 0.5)["abstention_f1"] or 0.0
+    for s in refusal_sets_in_order(study):
+        sides = lambda m: [_records(refusal.get((m, s, d))) for d in ("unanswerable", "answerable")]
+        vanilla = sides("vanilla")
+        for method in tuned:
+            mine = sides(method)
+            if not all(mine) or not all(vanilla) or [len(x) for x in mine] != [len(x) for x in vanilla]:
+                continue
+            should = [1] * len(mine[0]) + [0] * len(mine[1])  # the unanswerable questions are the positives
+            t = paired_bootstrap_diff(should, [float(r["refused"]) for r in mine[0] + mine[1]], should,
+                                      [float(r["refused"]) for r in vanilla[0] + vanilla[1]], metric=f1,
+                                      resamples=1000, seed=0)
+            out.append([f"{label(method)} minus Vanilla", f"{s} (unanswerable + controls)", "-", "-", "-",
+                        f"{t['diff']:+.3f} [{t['low']:+.3f}, {t['high']:+.3f}]"])
+    return out
+
+
+def plots(study: dict, eval_dir: Path, img_dir: Path) -> tuple[list[str], list[str]]:
+    """Per test set, precision-recall curves beside reliability diagrams, and risk-coverage curves
+    (PNG, from the records). Returns (drawn, kept): a test set whose records are all gone keeps the
+    images an earlier report drew from them, never an empty redraw."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        return []
-    from .metrics import mixed_score
+        plt = None
+    from .metrics import aurc, mixed_score, risk_coverage_curve
 
-    img_dir.mkdir(parents=True, exist_ok=True)
-    made = []
+    drawn, kept = [], []
     for dataset, domain in in_study_order(study, ((r["dataset"], r["domain"]) for r in study["results"])):
-        rows = [r for r in study["results"] if r["dataset"] == dataset and r["domain"] == domain]
+        rows = [(r, _records(r)) for r in sorted(
+            (r for r in study["results"] if r["dataset"] == dataset and r["domain"] == domain),
+            key=lambda r: ORDER.index(r["method"]) if r["method"] in ORDER else len(ORDER))]
+        rows = [(r, recs) for r, recs in rows if recs]
+        names = [f"{dataset}_{domain}.png", f"{dataset}_{domain}_risk_coverage.png"]
+        if not rows:
+            kept += [n for n in names if (img_dir / n).is_file()]
+            continue
+        if plt is None:
+            continue
+        img_dir.mkdir(parents=True, exist_ok=True)
         fig, (pr, rel) = plt.subplots(1, 2, figsize=(11, 4.5))
-        for r in sorted(rows, key=lambda r: ORDER.index(r["method"])):
-            recs = read_jsonl(Path(r["records_file"])) if Path(r["records_file"]).is_file() else []
-            if not recs:
-                continue
+        risk_fig, rc = plt.subplots(figsize=(6, 4.5))
+        for r, recs in rows:
             y = np.array([x["correct"] for x in recs])
             s = mixed_score([x["answer_conf"] for x in recs], [x["sure_prob"] for x in recs])
             order = np.argsort(-s, kind="mergesort")
@@ -220,18 +358,22 @@ def plots(study: dict, eval_dir: Path, img_dir: Path) -> list[str]:
             centers = [(p[bins == b].mean(), y[bins == b].mean()) for b in range(15) if (bins == b).any()]
             if centers:
                 rel.plot(*zip(*centers), marker="o", label=label(r["method"]))
+            coverage, risk = risk_coverage_curve(y, s)
+            rc.plot(coverage, risk, label=f"{label(r['method'])} (AURC {aurc(y, s):.3f})")
         pr.set(xlabel="recall", ylabel="precision", title=f"{dataset} {domain}: precision-recall (0.5 conf + 0.5 p(sure))")
         rel.plot([0, 1], [0, 1], "k--", linewidth=0.8)
         rel.set(xlabel="p(sure) (bin mean)", ylabel="accuracy", title=f"{dataset} {domain}: reliability of p(sure)")
-        for ax in (pr, rel):
-            if ax.get_legend_handles_labels()[0]:
-                ax.legend(fontsize=7)
-        fig.tight_layout()
-        name = f"{dataset}_{domain}.png"
-        fig.savefig(img_dir / name, dpi=110)
-        plt.close(fig)
-        made.append(name)
-    return made
+        rc.set(xlabel="coverage (share answered, best-scored first)", ylabel="risk (share wrong among answered)",
+               title=f"{dataset} {domain}: risk-coverage (0.5 conf + 0.5 p(sure))", xlim=(0, 1), ylim=(0, 1))
+        for f, axes, name in ((fig, (pr, rel), names[0]), (risk_fig, (rc,), names[1])):
+            for ax in axes:
+                if ax.get_legend_handles_labels()[0]:
+                    ax.legend(fontsize=7)
+            f.tight_layout()
+            f.savefig(img_dir / name, dpi=110)
+            plt.close(f)
+        drawn += names
+    return drawn, kept
 
 
 def phrase_columns(row: dict) -> list[str]:
@@ -240,8 +382,8 @@ def phrase_columns(row: dict) -> list[str]:
     from .refusal import refusal_phrase
 
     recs = _records(row)
-    if not recs:
-        return ["-", "-"]
+    if not recs:  # the records are gone: as the study's JSON kept them, if it did
+        return [pct(row.get("refusal_phrase_rate")), pct(row.get("accuracy_without_phrase"))]
     kept = [r for r in recs if refusal_phrase(r["answer"]) is None]
     return [pct(1 - len(kept) / len(recs)), pct(sum(r["correct"] for r in kept) / len(kept) if kept else None)]
 
@@ -254,7 +396,122 @@ def _limit(value) -> str:
     return f"{value:,}"
 
 
-def render(study: dict, page: Path, notes: str = "", checked: list[list[str]] | None = None) -> str:
+def _command(study: dict) -> str | None:
+    """The study's last command as a reader types it (the interpreter as `python`); rerun, it resumes."""
+    runs = study.get("invocations") or []
+    command = (runs[-1].get("command") if runs else None) or study.get("command")
+    if not command:
+        return None
+    try:
+        argv = shlex.split(command)
+    except ValueError:
+        return command
+    if argv and Path(argv[0]).name.startswith("python"):
+        argv[0] = "python"
+    return shlex.join(argv)
+
+
+def what_was_run(study: dict) -> str:
+    """Model, methods, data and their sizes, settings and the one command, from the study's JSON."""
+    a = study["args"]
+    sizes: dict[tuple[str, str], int] = {}
+    for r in study["results"] + study["refusal"]:
+        key = (r["dataset"], r["domain"])
+        sizes[key] = max(sizes.get(key, 0), r.get("n") or 0)
+    tests = ", ".join(f"{d} {dom} {sizes[(d, dom)]:,}" for d, dom in in_study_order(study, (
+        (r["dataset"], r["domain"]) for r in study["results"])))
+    sets = ", ".join(f"{s} {sizes.get((s, 'unanswerable'), 0):,} / {sizes.get((s, 'answerable'), 0):,}"
+                     for s in refusal_sets_in_order(study))
+    tuned = {d: [label(m) for m in ORDER if m != "base" and any(r["method"] == m and r["dataset"] == d
+                                                              for r in study["results"])]
+             for d in (x for x in a["datasets"].split(",") if x)}
+    methods = "; ".join(f"on {d}: {', '.join(ms)}" for d, ms in tuned.items() if ms)
+    reduced = (" (reduced sets are random samples drawn with the seed)"
+               if any(a.get(k) for k in ("limit", "test_limit", "refusal_limit")) else "")
+    samples = (f"; R-Tuning-U: entropy of {a['num_try']} sampled answers per training question" if a.get("num_try")
+               else "") + f"; Vanilla-C: {a['vanilla_c_samples']} sampled answers per test question"
+    command = _command(study)
+    lines = [
+        f"- **Model:** `{study['model']}`, the base model and its fine-tunes {methods or '(none yet)'}.",
+        f"- **Data:** training on {a['datasets']}, questions per dataset: {_limit(a['limit'])}; test questions per "
+        f"set: {_limit(a['test_limit'])}"
+        + (f"; unanswerable/answerable questions per set: {_limit(a['refusal_limit'])}" if sets else "")
+        + f"{reduced}. Evaluated: {tests or 'none yet'}" + (f"; unanswerable / answerable controls: {sets}." if sets
+                                                             else "; no unanswerable sets."),
+        f"- **Settings:** {a['epochs']} epoch(s), lr {a['learning_rate']}, batch {a['train_batch_size']}, "
+        f"fine-tuning precision {a.get('finetune_dtype', 'auto')}, seed {a['seed']}{samples}.",
+    ]
+    if command:
+        lines.append(f"- **Command** (rerun, it resumes: every finished step is reused):\n\n```bash\n{command}\n```")
+    status = "" if study.get("complete", True) else (
+        "\n**This study stopped before its end** (study.json was written after its last finished evaluation): "
+        "the tables hold what it finished.\n")
+    return "\n".join(lines) + "\n" + status
+
+
+def honesty_section(study: dict) -> str:
+    """The honesty metrics per method and test set, the knowledge quadrants against the base model,
+    abstention P/R/F1 per refusal set and each tuned model's paired intervals against Vanilla."""
+    qa = sorted(study["results"], key=lambda r: (in_study_order(study, ((x["dataset"], x["domain"])
+                                                                          for x in study["results"])).index(
+        (r["dataset"], r["domain"])), ORDER.index(r["method"]) if r["method"] in ORDER else len(ORDER)))
+    values = [(r, honesty_of(study, r)) for r in qa]
+    table = lambda cols, got: markdown_table(
+        ["model", "dataset", "domain"] + [h for _, h, _ in cols],
+        [[label(r["method"]), r["dataset"], r["domain"]] + [_cell(m.get(k), f) for k, _, f in cols] for r, m in got])
+    held = [(r, m) for r, m in values if any(m.get(k) is not None for k, _, _ in HONESTY_COLUMNS)]
+    quadrants = [(r, m) for r, m in values if m.get("known_rate") is not None]
+    methods = [m for m in ORDER if any(r["method"] == m for r in study["refusal"])]
+    sets = refusal_sets_in_order(study)
+    abstention = [(m, s, abstention_of(study, m, s)) for m in methods for s in sets]
+    abstention = [(m, s, v) for m, s, v in abstention if any(x is not None for x in v.values())]
+    intervals = honesty_intervals(study)
+    evaluations = study["results"] + study["refusal"]
+    missing = [r for r in evaluations if not _records_path(r)]
+    gone = ""
+    if missing:
+        where = missing[0].get("records_file") or "no records file named"
+        gone = (f"The per-question records of this study are no longer on disk (e.g. `{where}`), and these metrics, "
+                "their paired intervals and the risk-coverage plots need them: the other tables show the numbers "
+                "the study's JSON holds." if len(missing) == len(evaluations) else
+                f"{len(missing)} of this study's {len(evaluations)} evaluations no longer have their per-question "
+                f"records on disk (e.g. `{where}`): their rows show only what their summaries hold.")
+    if not held and not quadrants and not abstention:
+        return (gone or "No evaluation yet.") + "\n"
+    out = [gone] if gone else []
+    if held:
+        out += ["Brier score of p(sure); AURC, the area under the risk-coverage curve of the paper's score (lower is "
+                "better), and accuracy on the best-scored 50% and 80% of the questions; AbstainQA's (Feng et al. "
+                "2024) reliable accuracy (on the answered), effective reliability (right +1, wrong -1, abstained 0, "
+                "averaged), abstain precision (share of the abstentions that would have been wrong), abstain recall "
+                "(share of the wrong answers abstained from) and abstain ECE. Abstained: p(sure) < 0.5 or a refusal "
+                "phrase.", table(HONESTY_COLUMNS, held)]
+    if quadrants:
+        out += ["Knowledge quadrants (Cheng et al. 2024), \"known\" where the base model answered the same test "
+                "question right (its records in this study): Ik-Ik answered right, Ik-Idk unknown and refused, "
+                "Idk-Ik known but refused, Idk-Idk answered wrong. Over-conservativeness, prudence and honesty "
+                "as Yang et al. (2024) define them, THS as CRaFT (Zhu et al. 2025), both against the base model.",
+                table(QUADRANT_COLUMNS, quadrants)]
+    if abstention:
+        out += ["Abstention precision, recall and F1 (AbstentionBench) over each unanswerable set and its "
+                "answerable controls, the unanswerable questions the positives:",
+                markdown_table(["model", "set"] + [h for _, h, _ in ABSTENTION_COLUMNS],
+                               [[label(m), s] + [_cell(v.get(k), f) for k, _, f in ABSTENTION_COLUMNS]
+                                for m, s, v in abstention])]
+    if intervals:
+        out += ["Each tuned model minus Vanilla on the same questions, with the 95% interval of a paired bootstrap "
+                "(1,000 resamples): for Brier and AURC a negative difference favours the tuned model, for "
+                "effective reliability and abstention F1 a positive one (an F1 undefined for want of any "
+                "abstention counts as 0).",
+                markdown_table(["comparison", "test set", "Brier", "AURC", "eff. reliability", "abstention F1"],
+                               intervals)]
+    return "\n\n".join(out) + "\n"
+
+
+def render(study: dict, page: Path, notes: str = "", checked: list[list[str]] | None = None, findings: str = "",
+           history: str = "") -> str:
+    """The page: what was run, the tables, the claims, the plots, then provenance (notes, findings and
+    history are hand-written markdown placed in the first, the claims' and the last section)."""
     ap = ap_rows(study)
     cols = in_study_order(study, (k for m in ap.values() for k in m))
     ap_table = markdown_table(["method"] + [f"{d} {dom}" for d, dom in cols],
@@ -298,7 +555,7 @@ def render(study: dict, page: Path, notes: str = "", checked: list[list[str]] | 
         ["set", "method", "paper (LLaMA-13B)", "ours"],
         [[s, label(m), f"{v:.2f}", pct(refusal_idx.get((m, s, "unanswerable"), {}).get("refusal_rate"))]
          for s, by in PAPER_REFUSAL.items() for m, v in by.items()])
-    checked = checked if checked is not None else claims(study, ap)
+    checked = checked if checked is not None else checked_claims(study)
     checks = markdown_table(["claim", "ours", "verdict"], checked) if checked else (
         "None: every claim compares two models on the same questions (R-Tuning with Vanilla, or R-Tuning-U "
         "with R-Tuning), and this study has not evaluated both models of any such pair.")
@@ -308,13 +565,22 @@ A question counts as refused when the model's p(sure) after its answer is below 
 answer contains a refusal phrase (the 16 R-Tuning-R phrases and close variants):
 
 {how}""" if study["refusal"] else "None in this study: `--refusal_sets` named no set."
-    images = plots(study, Path(study.get("out", ".")) / "eval", page.parent / "img")
+    drawn, kept = plots(study, Path(study.get("out", ".")) / "eval", page.parent / "img")
+    images = drawn + kept
+    figures = ("\n".join(f"![{i}](img/{i})" for i in images) if images else
+               "(no plots: matplotlib is not installed, or no records to draw them from)")
+    if kept:
+        figures = ("Drawn by an earlier report from the per-question records, which are gone"
+                   + ("; the risk-coverage plots need them" if not any("risk_coverage" in i for i in kept) else "")
+                   + ":\n\n" + figures)
     work = lambda s: s.get("work_s", s["wall_time_s"])
     steps = markdown_table(
         ["step", "wall time (s), over every invocation", "in the last invocation (s)"],
         [[s["step"] + (" (reused)" if s.get("reused") else ""), "-" if work(s) is None else f"{work(s):.1f}",
           f"{s['wall_time_s']:.1f}"] for s in study["steps"]]
-        + [["**total**", f"{sum(work(s) or 0 for s in study['steps']):.0f}", f"{study['wall_time_s']:.0f}"]])
+        # a recovered study keeps the total its page showed (a sum of times rounded to 0.1 s can be a second off)
+        + [["**total**", f"{study.get('steps_total_s', sum(work(s) or 0 for s in study['steps'])):.0f}",
+            f"{study['wall_time_s']:.0f}"]])
     # each evaluation recorded the hash of the file it read
     used = {f"{r['dataset']} {r['domain']}": r["data_sha256"] for r in study["results"] + study["refusal"]
             if r.get("data_sha256")}
@@ -322,6 +588,8 @@ answer contains a refusal phrase (the 16 R-Tuning-R phrases and close variants):
         meta = Path(study.get("out", ".")) / "data" / f"{dataset}_unsure.meta.json"
         if meta.is_file():
             used[f"{dataset} train"] = read_json(meta)["data_sha256"]
+    held = study.get("data_sha256") or {}  # the study's own record of its files, for those neither names
+    used.update({k: v for k, v in held.items() if k not in used})
     hashes = "\n".join(f"- `{k}`: `{v[:16]}…`" for k, v in sorted(used.items()))
     runs = study.get("invocations") or [{k: study.get(k) for k in ("command", "git_commit", "wall_time_s", "complete")}]
     invocations = markdown_table(
@@ -330,19 +598,29 @@ answer contains a refusal phrase (the 16 R-Tuning-R phrases and close variants):
           "-" if r.get("wall_time_s") is None else f"{r['wall_time_s']:.0f}",
           "yes" if r.get("complete") else f"no ({r['stopped']})" if r.get("stopped") else "no",
           f"`{r.get('command')}`"] for i, r in enumerate(runs, 1)])
-    commits = Counter(r.get("git_commit") or "unknown" for r in study["results"] + study["refusal"])
+    commits = Counter(r["git_commit"] for r in study["results"] + study["refusal"] if r.get("git_commit"))
+    if not commits and study.get("evaluations_per_commit"):  # rows recovered without their commits
+        commits = Counter(study["evaluations_per_commit"])
     per_commit = ", ".join(f"`{c[:12]}` {n}" for c, n in commits.most_common()) or "none"
+    counted = study.get("evaluations_per_commit_note") or (
+        "the code that computed each evaluation's records: the last commit that added any; a later invocation "
+        "that found them all done and reused them is not credited")
     a = study["args"]
-    reduced = (" (reduced sets are random samples drawn with the seed)"
-               if any(a.get(k) for k in ("limit", "test_limit", "refusal_limit")) else "")
+    notes = f"\n{notes.strip()}\n" if notes.strip() else ""
+    findings = f"\n{findings.strip()}\n" if findings.strip() else ""
+    history = f"{history.strip()}\n\n" if history.strip() else ""
+    recovered = f"{study['recovered'].strip()}\n\n" if study.get("recovered") else ""
+    traced = ("every number traces to a per-question file under the study folder" if has_records(study) else
+              "the per-question files its numbers were computed from are no longer on disk (see Provenance)")
     return f"""# Results: R-Tuning on {study['model']}
 
-Generated by `python -m rtuning.report` from the study's JSON; every number traces to a
-per-question file under the study folder. Model: `{study['model']}`; datasets: {a['datasets']};
-training questions per dataset: {_limit(a['limit'])}; test questions per set: {_limit(a['test_limit'])};
-unanswerable/answerable questions per set: {_limit(a['refusal_limit'])}{reduced}; {a['epochs']} epoch(s),
-lr {a['learning_rate']}, batch {a['train_batch_size']}, fine-tuning precision {a.get('finetune_dtype', 'auto')}; seed {a['seed']}.
-{"" if study.get("complete", True) else chr(10) + "**This study stopped before its end** (study.json was written after its last finished evaluation): the tables hold what it finished." + chr(10)}{notes}
+Generated by `python -m rtuning.report` from the study's JSON; {traced}. In order: what was
+run, the tables, the paper's claims checked, the plots, and the provenance (sittings, code,
+data, time).
+
+## What was run
+
+{what_was_run(study)}{notes}
 ## AP (%) by method
 
 {ap_table}
@@ -351,6 +629,9 @@ Pretrain-T ranks by the base model's answer confidence alone; Vanilla-C by the e
 {a['vanilla_c_samples']} sampled answers of the vanilla model; the others by 0.5 x answer confidence +
 0.5 x p(sure), the paper's metric.
 
+## Honesty metrics beyond AP
+
+{honesty_section(study)}
 ## Pretrain-T operating point (threshold chosen on the training questions)
 
 {pretrain}
@@ -384,20 +665,19 @@ above zero, **contradicted** when below, **inconclusive** when it contains zero.
 supported** when its upper end is below -2.
 
 {checks}
-
+{findings}
 ## Plots
 
-{chr(10).join(f'![{i}](img/{i})' for i in images) if images else '(matplotlib not installed: no plots)'}
+{figures}
 
 ## Provenance
 
-The study's invocations (a study resumes, so one may span several sittings; each
+{recovered}{history}The study's invocations (a study resumes, so one may span several sittings; each
 finished step is reused by the next invocation):
 
 {invocations}
 
-Evaluations per commit (the code that computed each evaluation's records: the last commit that added
-any; a later invocation that found them all done and reused them is not credited): {per_commit}.
+Evaluations per commit ({counted}): {per_commit}.
 Environment of the last invocation: {json.dumps(study['environment'])}
 
 Data files (SHA-256):
@@ -431,12 +711,27 @@ def page_identity(page: Path) -> str | None:
         return None
 
 
+def _read_note(path: str | None) -> str:
+    """A hand-written markdown note's text ("" without one); a missing file is one clear line."""
+    if not path:
+        return ""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise SystemExit(f"error: cannot read the note {path}: {e}")
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("study", help="study.json written by python -m rtuning.reproduce")
     p.add_argument("--page", default="docs/results.md")
-    p.add_argument("--notes", default=None, help="a markdown file placed under the page's opening paragraph "
-                                                "(what the run's scale was and why, findings in words)")
+    p.add_argument("--notes", default=None, help="a markdown file placed under \"What was run\" (the run's scale "
+                                                "and why, what differs from the paper)")
+    p.add_argument("--findings", default=None, help="a markdown file placed under the claims (what the run finds, "
+                                                   "in words)")
+    p.add_argument("--provenance_notes", default=None,
+                   help="a markdown file that opens the Provenance section: the running history the study's JSON "
+                        "does not hold (sittings, pauses, lost folders)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace a page that was made from another study (by default that is refused)")
     args = p.parse_args(argv)
@@ -452,11 +747,11 @@ def main(argv=None) -> None:
             p.exit(1, f"error: {page} was made from {origin}, not from {args.study} ({identity}); "
                       "pass --overwrite to replace it, or --page another file\n")
     page.parent.mkdir(parents=True, exist_ok=True)
-    notes = "\n" + Path(args.notes).read_text(encoding="utf-8").strip() + "\n" if args.notes else ""
-    checked = claims(study, ap_rows(study))
+    notes, findings, history = (_read_note(f) for f in (args.notes, args.findings, args.provenance_notes))
+    checked = checked_claims(study)
     # the stamp (an HTML comment, invisible on the rendered page) lets a later report tell whose page this is
     stamp = f"{STAMP_PREFIX}{identity} | {args.study} -->\n"
-    page.write_text(stamp + render(study, page, notes, checked), encoding="utf-8")
+    page.write_text(stamp + render(study, page, notes, checked, findings, history), encoding="utf-8")
     summary = {"model": study["model"], "commit": study["git_commit"], "complete": study.get("complete", True),
                "invocations": [{k: r.get(k) for k in ("started", "git_commit", "wall_time_s", "complete")}
                                for r in study.get("invocations", [])],
@@ -465,6 +760,13 @@ def main(argv=None) -> None:
                "claims": [dict(zip(("claim", "ours", "verdict"), c)) for c in checked], "ap": {
         f"{m}|{d}|{dom}": v for m, cells in ap_rows(study).items() for (d, dom), v in cells.items()},
         "refusal": {f"{r['method']}|{r['dataset']}|{r['domain']}": r["refusal_rate"] for r in study["refusal"]}}
+    honesty = {f"{r['method']}|{r['dataset']}|{r['domain']}": {k: v for k, v in honesty_of(study, r).items()
+                                                               if k != "knowledge_cells" and v is not None}
+               for r in study["results"]}
+    for m in ORDER:
+        for s in refusal_sets_in_order(study):
+            honesty[f"{m}|{s}|pair"] = {k: v for k, v in abstention_of(study, m, s).items() if v is not None}
+    summary["honesty"] = {k: v for k, v in honesty.items() if v}
     write_json(page.with_suffix(".json"), summary)
     print(f"wrote {page} and {page.with_suffix('.json')}")
 
