@@ -28,6 +28,7 @@ import threading
 import time
 from pathlib import Path
 
+from .backends import BACKENDS
 from .methods import METHODS as DECLARED, NUM_TRY, method_flags, readers
 from .metrics import average_precision, nan_to_none
 from .records import REPO_ROOT, environment, file_sha256, git_commit, read_json, read_jsonl, write_json
@@ -112,9 +113,13 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="fine-tunes write a checkpoint every N steps and a rerun continues from it (0: never); "
                         "the checkpoints go once the model is saved")
     p.add_argument("--batch_size", type=int, default=None,
-                   help="inference batch size (default: the engine's rule, see Engine.suggest_batch_size)")
+                   help="inference batch size (default: the backend's rule, e.g. Engine.suggest_batch_size)")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--device", default="auto")
+    p.add_argument("--backend", default="auto", choices=("auto", *BACKENDS),
+                   help="inference backend of every probe and evaluation (fine-tuning is transformers'): "
+                        "auto = vllm when installed with a GPU, else hf")
+    p.add_argument("--tensor_parallel_size", type=int, default=1, help="GPUs per model (vllm backend)")
     p.add_argument("--quick", action="store_true",
                    help=f"smoke preset: {QUICK['limit']} training questions per dataset, {QUICK['test_limit']} per "
                         f"test set and {QUICK['refusal_limit']} per unanswerable/answerable set, "
@@ -155,7 +160,8 @@ class Study:
         self.steps: list[dict] = []
         self.started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         self.history = previous_invocations(self.out / "study.json")
-        self.common = ["--data_dir", args.data_dir, "--seed", str(args.seed), "--device", args.device]
+        self.common = ["--data_dir", args.data_dir, "--seed", str(args.seed), "--device", args.device,
+                       "--backend", args.backend, "--tensor_parallel_size", str(args.tensor_parallel_size)]
         if args.batch_size:
             self.common += ["--batch_size", str(args.batch_size)]
 

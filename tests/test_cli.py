@@ -349,3 +349,38 @@ def test_reproduce_quick_help_is_a_sentence(capsys):
     out = " ".join(capsys.readouterr().out.split())
     assert "--quick smoke preset: 40 training questions per dataset, 40 per test set" in out
     assert "written to runs/quick unless --out is given" in out and "{" not in out.split("--quick")[1]
+
+
+def test_backend_options_get_one_clear_line(env_data, tiny_model_dir, tmp_path, capsys):
+    import importlib.util
+
+    base = ["--model", str(tiny_model_dir), "--limit", "2", "--output_dir", str(tmp_path)]
+    with pytest.raises(SystemExit) as e:
+        evaluate_main("pararel", [*base, "--backend", "hf", "--tensor_parallel_size", "2"])
+    assert e.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("error: --tensor_parallel_size")
+    with pytest.raises(SystemExit) as e:
+        evaluate_main("pararel", [*base, "--backend", "nope"])
+    assert e.value.code == 2 and "invalid choice: 'nope'" in capsys.readouterr().err
+    if importlib.util.find_spec("vllm") is None:
+        with pytest.raises(SystemExit) as e:
+            evaluate_main("pararel", [*base, "--backend", "vllm"])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert e.value.code == 2 and err[-1].startswith("error: backend 'vllm' needs the 'vllm' package")
+
+
+def test_the_resume_key_holds_every_option_not_declared_harmless(env_data, tiny_model_dir, tmp_path):
+    """A new option is part of the resume key unless declared in NOT_IN_RESUME_KEY: it cannot be forgotten."""
+    from rtuning.cli import NOT_IN_RESUME_KEY, base_parser, probe_parser, resume_key
+
+    for parser in (base_parser(None), probe_parser(None)):
+        args = parser.parse_args([])
+        options = {a.dest for a in parser._actions if a.dest != "help"}
+        assert set(resume_key(args)) == options - NOT_IN_RESUME_KEY
+        assert NOT_IN_RESUME_KEY <= options | {"reference", "output_dir"}  # no stale declarations
+    # a run with another value of a key option is refused, one with another batch size resumes
+    args = ["--model", str(tiny_model_dir), "--limit", "3", "--output_dir", str(tmp_path), "--result", "k"]
+    evaluate_main("pararel", [*args, "--batch_size", "2"])
+    assert evaluate_main("pararel", [*args, "--batch_size", "3"])["reused"]
+    with pytest.raises(SystemExit):
+        evaluate_main("pararel", [*args, "--compat", "original"])
