@@ -334,7 +334,7 @@ def test_packed_letters_equal_plain_letters(varied, data_dir):
 
 
 def test_letters_without_the_prompt_cache_skip_gathering_it(varied, data_dir, monkeypatch):
-    import rtuning.engine as engine_module
+    import rtuning.engine.prefill as engine_module
     from rtuning.tasks import MMLU
 
     packed, _ = varied
