@@ -180,7 +180,8 @@ def main(argv=None) -> dict:
             for r in rows:
                 r["speedup_over"] = {o: r["questions_per_s"] / q for o, q in rate.items() if o != r["backend"]}
             doc["results"].extend(rows)
-            print(report(task.name, kind, rows))
+            print(report(task.name, kind, rows), flush=True)
+            write_result(args.output, doc)  # as it goes: a long run killed later keeps these rows
     for note in doc["notes"]:
         print(note)
     write_result(args.output, doc)
