@@ -190,6 +190,10 @@ def summarize(steps: Path, total_s: float | None = None, budget_s: float | None 
     """Every section of the check from the steps folder (module docstring)."""
     doc: dict = {"check": "benchmarks/gpu_check.sh (issue 22 item 7)", "seconds": total_s, "budget_s": budget_s,
                  "steps": {}}
+    install = read_json(steps / "install.status") or {"skipped": "not reached"}
+    if install.get("rc", 0) != 0:
+        install["log_tail"] = log_tail(steps / "install.log")
+    doc["steps"]["install"] = install
     results = {}
     for section, step in SECTIONS:
         doc["steps"][step], results[section] = step_section(steps, step)
@@ -232,6 +236,10 @@ def summary_lines(doc: dict) -> list[str]:
     lines = [f"GPU check on {env.get('gpu', 'no GPU')} (torch {env.get('torch', '?')}, transformers "
              f"{env.get('transformers', '?')}, vllm: {env.get('vllm_backend', '?')}), "
              f"{_f(doc.get('seconds'), '.0f')} s of {_f(doc.get('budget_s'), '.0f')}"]
+    install = doc["steps"].get("install", {})
+    if install.get("rc", 0) != 0 or "skipped" in install:
+        lines.append("install: " + (f"skipped ({install['skipped']})" if "skipped" in install
+                                    else f"FAILED (exit {install['rc']}): {install.get('log_tail', '')[-300:]}"))
     peak = doc.get("matmul_peak", {})
     lines.append(f"bf16 matmul peak: {_f((peak.get('bf16_flops_per_s') or 0) / 1e12, '.4g')} TFLOP/s (n={peak.get('n')})"
                  if "bf16_flops_per_s" in peak else f"bf16 matmul peak: {_why(peak)}")
