@@ -16,7 +16,9 @@ the same `TaskRunner` and prompts (built by rtuning.cli.Setup, shots included):
 It prints a table per task and kind (questions/s, speedups, identical answers and the largest
 probability differences against the reference, or the first backend listed, peak memory) and
 writes everything to --output as JSON. The reference can be timed on fewer questions
-(--reference_limit): its rate and agreement are then over those questions.
+(--reference_limit): its rate and agreement are then over those questions. Each row also has
+`vs_hf`, its agreement with the hf backend (vllm's is the GPU's two-backend check). --runs
+picks task:kind pairs instead of every task x kind (benchmarks/gpu_check.sh).
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@
 #                         present, else the embedded model's)
 #   GPU_CHECK_EMBEDDED    auto (the real embedded model if installed, else random weights) | random
 #   GPU_CHECK_SECONDS     the whole check's budget (default 450; later steps get what is left)
-#   GPU_CHECK_SAMPLE      questions per benchmark run (default 1024)
+#   GPU_CHECK_SAMPLE      questions per benchmark run (default 512)
 #   GPU_CHECK_WORK        scratch folder for models and step files (default: a new /tmp folder)
 #   GPU_CHECK_TINY=1      tiny random models, a few questions and steps, CPU allowed (the CPU test)
 #   PYTHON                interpreter (default python3)
@@ -59,7 +59,7 @@ if [ "$TINY" = 1 ]; then
   BENCH=(--batch_size 2 --matmul_size 256 --matmul_seconds 0.05)
   TOTAL=${GPU_CHECK_SECONDS:-1200}; SCALE=4; EMBEDDED=${GPU_CHECK_EMBEDDED:-random}
 else
-  ARCH_SMALL=smollm2_135m; ARCH_BIG=open_llama_3b; SAMPLE=${GPU_CHECK_SAMPLE:-1024}; REF_LIMIT=32; NEW_TOKENS=5
+  ARCH_SMALL=smollm2_135m; ARCH_BIG=open_llama_3b; SAMPLE=${GPU_CHECK_SAMPLE:-512}; REF_LIMIT=32; NEW_TOKENS=5
   FT=(--steps 30 --warmup 5 --batch_size 16)
   PEAK=(--sizes 8192,16384 --seconds 1.5)
   # vLLM shares the GPU with the transformers backends' model: half of it is plenty
