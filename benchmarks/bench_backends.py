@@ -16,7 +16,9 @@ the same `TaskRunner` and prompts (built by rtuning.cli.Setup, shots included):
 It prints a table per task and kind (questions/s, speedups, identical answers and the largest
 probability differences against the reference, or the first backend listed, peak memory) and
 writes everything to --output as JSON. The reference can be timed on fewer questions
-(--reference_limit): its rate and agreement are then over those questions.
+(--reference_limit): its rate and agreement are then over those questions. Each row also has
+`vs_hf`, its agreement with the hf backend (vllm's is the GPU's two-backend check). --runs
+picks task:kind pairs instead of every task x kind (benchmarks/gpu_check.sh).
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ def parser(doc):
     p = base_parser(doc)
     p.add_argument("--tasks", default="pararel", help="comma-separated: pararel, mmlu, ...")
     p.add_argument("--kinds", default="eval,probe", help="eval, probe or both")
+    p.add_argument("--runs", default=None,
+                   help="task:kind pairs in place of --tasks x --kinds, e.g. pararel:eval,pararel:probe,mmlu:eval")
     p.add_argument("--backends", default="reference,generate,hf,vllm",
                    help="in order; agreement is measured against the first one that ran")
     p.add_argument("--reference_limit", type=int, default=None, help="time the reference on the first N questions")
@@ -126,6 +130,14 @@ def main(argv=None) -> dict:
     doc = {"model": args.model, "machine": machine(), "flops_rule": FLOPS_RULE, "results": [], "notes": []}
     backends = None
     user_batch = args.batch_size  # Setup records its choice in args
+    pairs = None
+    if args.runs:
+        pairs = [tuple(r.split(":", 1)) for r in args.runs.split(",") if r]
+        bad = [":".join(r) for r in pairs if len(r) != 2 or r[1] not in ("eval", "probe")]
+        if bad:
+            raise SystemExit(f"--runs: {', '.join(bad)}: expected task:eval or task:probe")
+        args.tasks = ",".join(dict.fromkeys(t for t, _ in pairs))
+        args.kinds = ",".join(dict.fromkeys(k for _, k in pairs))
     for task_name in args.tasks.split(","):
         task = get_task(task_name)
         if args.eval_new_tokens:
@@ -134,6 +146,8 @@ def main(argv=None) -> dict:
             task = replace(task, eval_new_tokens=min(task.eval_new_tokens, args.eval_new_tokens),
                            probe_new_tokens=min(task.probe_new_tokens, args.eval_new_tokens))
         for kind in args.kinds.split(","):
+            if pairs is not None and (task_name, kind) not in pairs:
+                continue
             split = task.domains[0] if kind == "eval" else "train"
             args.batch_size = user_batch
             run = Setup(args, task, split)
@@ -147,7 +161,7 @@ def main(argv=None) -> dict:
                            dtype=str(dtype).replace("torch.", ""), device=str(hf.device))
             else:  # Setup loaded the model again: use the first one
                 run.backend = backends.get("hf", run.backend)
-            rows, base = [], None
+            rows, base, kept = [], None, {}
             for name, backend in backends.items():
                 runner = TaskRunner(backend, task, run.runner.shots, run.max_prompt_tokens, run.rules)
                 examples = run.examples
@@ -176,6 +190,13 @@ def main(argv=None) -> dict:
                     row["agreement_with"] = base[0]
                     row.update(agreement(kind, base[1], records[: len(base[1])]))
                 rows.append(row)
+                kept[name] = records
+            # every backend against hf too, on the questions both answered (vllm vs hf is the
+            # GPU agreement check; against the reference only its --reference_limit questions count)
+            for r in rows:
+                if "hf" in kept and r["backend"] != "hf":
+                    n = min(len(kept["hf"]), len(kept[r["backend"]]))
+                    r["vs_hf"] = agreement(kind, kept["hf"][:n], kept[r["backend"]][:n])
             rate = {r["backend"]: r["questions_per_s"] for r in rows}
             for r in rows:
                 r["speedup_over"] = {o: r["questions_per_s"] / q for o, q in rate.items() if o != r["backend"]}

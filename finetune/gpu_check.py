@@ -7,7 +7,8 @@ full-parameter bf16 (autocast) fine-tune of the model on ParaRel-style texts for
 optimizer steps after --warmup steps, and reports tokens/s and MFU = 6 x parameters x
 tokens/s / matmul rate (forward + backward, non-padding tokens). Then it runs
 finetune/run_finetune.sh with finetune/configs/fsdp.yaml on one process for a few steps as a
-smoke test. Without a GPU it says so and exits 0 (nothing to measure).
+smoke test. Without a GPU it says so and exits 0 (nothing to measure), unless --device cpu
+asks for the same measurement on the CPU (smoke tests of benchmarks/gpu_check.sh; no FSDP).
 """
 
 from __future__ import annotations
@@ -26,16 +27,21 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 
 
-def matmul_rate(dtype: torch.dtype, n: int = 8192, repeats: int = 20) -> float:
-    a = torch.randn(n, n, device="cuda", dtype=dtype)
-    b = torch.randn(n, n, device="cuda", dtype=dtype)
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def matmul_rate(dtype: torch.dtype, n: int = 8192, repeats: int = 20, device: str = "cuda") -> float:
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
     for _ in range(3):
         a @ b
-    torch.cuda.synchronize()
+    _sync(device)
     t0 = time.perf_counter()
     for _ in range(repeats):
         a @ b
-    torch.cuda.synchronize()
+    _sync(device)
     return 2 * n**3 * repeats / (time.perf_counter() - t0)
 
 
@@ -45,7 +51,7 @@ def texts(n: int) -> list[str]:
             f" {'sure' if i % 3 else 'unsure'}." for i in range(n)]
 
 
-def throughput(model_name: str, steps: int, warmup: int, batch_size: int) -> dict:
+def throughput(model_name: str, steps: int, warmup: int, batch_size: int, device: str = "cuda") -> dict:
     from transformers import AutoModelForCausalLM
 
     from rtuning.finetune import PadCollator, TextDataset
@@ -53,7 +59,7 @@ def throughput(model_name: str, steps: int, warmup: int, batch_size: int) -> dic
 
     spec = resolve_model(model_name)
     tok = load_tokenizer(spec, padding_side="right")
-    model = AutoModelForCausalLM.from_pretrained(materialize(spec), dtype=torch.float32).cuda().train()
+    model = AutoModelForCausalLM.from_pretrained(materialize(spec), dtype=torch.float32).to(device).train()
     data = TextDataset(texts(batch_size * (steps + warmup)), tok, 512)
     collate = PadCollator(tok.pad_token_id)
     opt = torch.optim.AdamW(model.parameters(), lr=2e-5)
@@ -61,23 +67,23 @@ def throughput(model_name: str, steps: int, warmup: int, batch_size: int) -> dic
     tokens, losses = 0, []
     for step in range(steps + warmup):
         if step == warmup:
-            torch.cuda.synchronize()
+            _sync(device)
             t0, tokens = time.perf_counter(), 0
         batch = collate([data[i] for i in range(step * batch_size, (step + 1) * batch_size)])
-        batch = {k: v.cuda() for k, v in batch.items()}
-        with torch.autocast("cuda", dtype=torch.bfloat16):
+        batch = {k: v.to(device) for k, v in batch.items()}
+        with torch.autocast(device, dtype=torch.bfloat16):
             loss = model(**batch).loss
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
         tokens += int(batch["attention_mask"].sum())
         losses.append(float(loss))
-    torch.cuda.synchronize()
+    _sync(device)
     seconds = time.perf_counter() - t0
     return {"parameters": params, "steps": steps, "batch_size": batch_size, "tokens": tokens,
             "seconds": seconds, "tokens_per_s": tokens / seconds, "model_flops_per_s": 6 * params * tokens / seconds,
             "first_loss": losses[0], "last_loss": losses[-1],
-            "peak_memory_gb": torch.cuda.max_memory_allocated() / 2**30}
+            "peak_memory_gb": torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else None}
 
 
 def fsdp_smoke(model_name: str) -> dict:
@@ -103,20 +109,24 @@ def main() -> None:
     p.add_argument("--batch_size", type=int, default=16)
     p.add_argument("--output", default="gpu_check.json")
     p.add_argument("--skip_fsdp", action="store_true")
+    p.add_argument("--device", choices=("cuda", "cpu"), default="cuda",
+                   help="cpu: the same measurement on the CPU, for smoke tests (FSDP skipped)")
+    p.add_argument("--matmul_size", type=int, default=8192)
     args = p.parse_args()
-    if not torch.cuda.is_available():
+    if args.device == "cuda" and not torch.cuda.is_available():
         print("no CUDA device: nothing to measure (the CPU tests cover the code paths)")
         return
-    result = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__, "model": args.model,
-              "bf16_matmul_flops": matmul_rate(torch.bfloat16)}
-    result.update(throughput(args.model, args.steps, args.warmup, args.batch_size))
+    name = torch.cuda.get_device_name(0) if args.device == "cuda" else "cpu"
+    result = {"device": name, "torch": torch.__version__, "model": args.model,
+              "bf16_matmul_flops": matmul_rate(torch.bfloat16, args.matmul_size, device=args.device)}
+    result.update(throughput(args.model, args.steps, args.warmup, args.batch_size, args.device))
     result["mfu"] = result["model_flops_per_s"] / result["bf16_matmul_flops"]
-    if not args.skip_fsdp:
+    if not args.skip_fsdp and args.device == "cuda":
         result["fsdp_one_gpu"] = fsdp_smoke(args.model)
     Path(args.output).write_text(json.dumps(result, indent=2))
     print(f"{result['device']}: bf16 matmul {result['bf16_matmul_flops'] / 1e12:.1f} TFLOP/s; "
           f"fine-tune {result['tokens_per_s']:.0f} tokens/s, {result['model_flops_per_s'] / 1e12:.2f} TFLOP/s, "
-          f"MFU {100 * result['mfu']:.1f}%, peak {result['peak_memory_gb']:.1f} GB; "
+          f"MFU {100 * result['mfu']:.1f}%, peak {result['peak_memory_gb'] or 0:.1f} GB; "
           f"loss {result['first_loss']:.3f} -> {result['last_loss']:.3f}")
     if "fsdp_one_gpu" in result:
         print(f"FSDP on one GPU: {'ok' if result['fsdp_one_gpu']['ok'] else 'FAILED'}")
