@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import random
+import shutil
 import sys
 import tempfile
 import time
@@ -46,7 +47,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--max_prompt_tokens", type=int, default=2048)
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default="auto")
-    p.add_argument("--output", default=None, help="JSON file (default: print only)")
+    p.add_argument("--output", default=None, help="JSON file (default: print only), rewritten after each row")
+    p.add_argument("--work_dir", default=None,
+                   help="keep each probe's and evaluation's records here (one store per run, keyed by its rules "
+                        "and questions), so that a rerun resumes them; default: a temporary folder, removed")
     return p.parse_args(argv)
 
 
@@ -72,8 +76,7 @@ class Bench:
         tok = self.backend.tokenizer
         self.default = ScoringRules.build(tok, "default")
         self.original = ScoringRules.build(tok, "original")
-        self.tmp = Path(tempfile.mkdtemp(prefix="compat_effects_"))
-        self.runs = 0
+        self.tmp = Path(args.work_dir) if args.work_dir else Path(tempfile.mkdtemp(prefix="compat_effects_"))
         self.timings: dict[str, float] = {}
 
     def runner(self, task, rules):
@@ -87,17 +90,25 @@ class Bench:
         return TaskRunner(self.backend, task, Shots(shots_task, pool, k, self.args.seed), self.args.max_prompt_tokens,
                           rules)
 
-    def store(self):
+    def store(self, name: str, examples, rules):
+        """A store per run; its key (the rules, the questions, the model) lets a rerun resume it."""
+        import hashlib
+
         from rtuning.records import RunStore
 
-        self.runs += 1
-        return RunStore(self.tmp / f"{self.runs}.jsonl", self.tmp / f"{self.runs}.meta.json", {})
+        config = {"run": name, "compat": rules.compat, "model": self.args.model, "seed": self.args.seed,
+                  "num_try": self.args.num_try, "indices_sha256": hashlib.sha256(
+                      json.dumps([ex.index for ex in examples]).encode()).hexdigest()}
+        store = RunStore(self.tmp / f"{name}.jsonl", self.tmp / f"{name}.meta.json", config)
+        store.start()
+        return store
 
     def probe(self, task, examples, rules, method="unsure", label=""):
         from rtuning.pipeline import probe
 
         t0 = time.time()
-        out = probe(self.runner(task, rules), examples, self.store(), method=method, batch_size=self.args.batch_size,
+        store = self.store(f"probe_{task.name}_{rules.compat}_{method}", examples, rules)
+        out = probe(self.runner(task, rules), examples, store, method=method, batch_size=self.args.batch_size,
                     seed=self.args.seed, num_try=self.args.num_try)
         self.timings[f"probe {task.name} {rules.compat} {label}".strip()] = round(time.time() - t0, 1)
         return out
@@ -106,7 +117,8 @@ class Bench:
         from rtuning.pipeline import evaluate
 
         t0 = time.time()
-        out = evaluate(self.runner(task, rules), examples, self.store(), batch_size=self.args.batch_size)
+        store = self.store(f"evaluate_{task.name}_{rules.compat}", examples, rules)
+        out = evaluate(self.runner(task, rules), examples, store, batch_size=self.args.batch_size)
         self.timings[f"evaluate {task.name} {rules.compat} {label}".strip()] = round(time.time() - t0, 1)
         return out
 
@@ -158,7 +170,7 @@ def run(args) -> dict:
     from rtuning.scoring import original_sure_ids
     from rtuning.tasks import FEVER, MMLU, PARAREL, WICE, mmlu_training_task
 
-    t0 = time.time()
+    t0, load_start = time.time(), list(os.getloadavg())
     b = Bench(args)
     D, O = b.default, b.original
     load = lambda task, split, n: sample(task.load(args.data_dir, split), n, args.seed)  # noqa: E731
@@ -167,6 +179,8 @@ def run(args) -> dict:
     def row(name, original, default, compat, effect, **measured):
         rows.append({"deviation": name, "original": original, "default": default, "compat_original": compat,
                      "effect": effect, **measured})
+        if args.output:  # a run stopped part way keeps the rows it finished
+            write(args.output, summary(args, b, rows, t0, load_start))
 
     if args.pararel:
         train, test = load(PARAREL, "train", args.pararel), load(PARAREL, "ID", args.pararel)
@@ -203,13 +217,19 @@ def run(args) -> dict:
     if args.mmlu:
         mmlu_train = mmlu_training_task()
         train, test = load(mmlu_train, "train", args.mmlu), load(MMLU, "ID", args.mmlu)
-        e_d = b.evaluate(MMLU, test, D)
-        m = {**letters_changed(b, MMLU), **metric_change(e_d, b.evaluate(MMLU, test, D.with_rules(O, "letters"),
-                                                                          label="letters"))}
+        # On a letter task the rules in effect are the letter ids alone (no stop; the decoded
+        # letter has no space to keep): with the same ids both evaluations are the same run.
+        same = letters_changed(b, MMLU)
+        if same["letters_changed"]:
+            e_d = b.evaluate(MMLU, test, D)
+            m = {**same, **metric_change(e_d, b.evaluate(MMLU, test, D.with_rules(O, "letters"), label="letters"))}
+            effect = f"MMLU ID accuracy {_pp(m['accuracy_diff'])}, AP {_pp(m['ap_diff'])}"
+        else:
+            m = {**same, "n": 0, "accuracy_diff": 0.0, "ap_diff": 0.0}
+            effect = "none on this tokenizer (the same ids: not run); on LLaMA `▁A` vs `A`"
         row("Option letter ids (MMLU, WiCE: no space before the letter)", "tokenizer(\"A\").input_ids[0] (on LLaMA "
             "`▁A`, not the `A` that follows `Answer:`)", "the token that really follows `Answer:`", "the original's",
-            f"{m['letters_changed']} of 4 letters change here; MMLU ID accuracy {_pp(m['accuracy_diff'])}, "
-            f"AP {_pp(m['ap_diff'])}", **m)
+            f"{m['letters_changed']} of 4 letters change here; {effect}", **m)
         u_d = b.probe(mmlu_train, train, D, method="uncertain")
         u_o = b.probe(mmlu_train, train, D.with_rules(O, "choice_samples"), method="uncertain", label="choice_samples")
         m = label_change(u_d, u_o)
@@ -219,9 +239,10 @@ def run(args) -> dict:
             "distinct decoded tokens counted", f"the letter drawn from the letters' distribution at temperature 0.7",
             "the original's", f"{m['labels_changed']:.1%} of {m['n']} certain labels change; "
             f"{m['samples_not_a_letter']:.1%} of the original's samples are not a letter", **m)
-        m = metric_change(e_d, b.evaluate(MMLU, test, O, label="all"))
-        row("MMLU evaluation, all rules", "(letters, stop, spacing)", "ours", "`--compat original`",
-            f"MMLU ID: accuracy {_pp(m['accuracy_diff'])}, AP {_pp(m['ap_diff'])}", **m)
+        if same["letters_changed"]:
+            m = metric_change(e_d, b.evaluate(MMLU, test, O, label="all"))
+            row("MMLU evaluation, all rules", "(letters, stop, spacing)", "ours", "`--compat original`",
+                f"MMLU ID: accuracy {_pp(m['accuracy_diff'])}, AP {_pp(m['ap_diff'])}", **m)
     if args.fever:
         test = load(FEVER, "ID", args.fever)
         m = {**letters_changed(b, FEVER), **metric_change(b.evaluate(FEVER, test, D),
@@ -239,13 +260,25 @@ def run(args) -> dict:
             "known", "the chosen letter is the gold one", "the original's",
             f"{m['labels_changed']:.1%} of {m['n']} training labels change ({m['supported_share']:.0%} of the "
             "questions are `supported`)", **m)
-    return {"model": args.model, "model_path": b.spec.path, "seed": args.seed,
+    result = summary(args, b, rows, t0, load_start, complete=True)
+    if not args.work_dir:
+        shutil.rmtree(b.tmp, ignore_errors=True)
+    return result
+
+
+def summary(args, b: Bench, rows: list, t0: float, load_start: list, complete: bool = False) -> dict:
+    return {"model": args.model, "model_path": b.spec.path, "seed": args.seed, "complete": complete,
             "sizes": {"pararel": args.pararel, "mmlu": args.mmlu, "fever": args.fever, "wice": args.wice},
             "num_try": args.num_try, "batch_size": args.batch_size, "rows": rows, "timings_s": b.timings,
-            "wall_time_s": round(time.time() - t0, 1), "load_average": list(os.getloadavg()),
-            "cpus": os.cpu_count(), "device": str(getattr(b.backend, "device", args.device)),
-            "git_commit": _git_commit(), "command": " ".join(["python", "benchmarks/compat_effects.py",
-                                                               *sys.argv[1:]])}
+            "wall_time_s": round(time.time() - t0, 1), "load_average_start": load_start,
+            "load_average": list(os.getloadavg()), "cpus": os.cpu_count(),
+            "device": str(getattr(b.backend, "device", args.device)), "git_commit": _git_commit(),
+            "command": " ".join(["python", "benchmarks/compat_effects.py", *sys.argv[1:]])}
+
+
+def write(path, result: dict) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n")
 
 
 def _pp(x) -> str:
@@ -275,8 +308,7 @@ def main(argv=None) -> dict:
     result = run(args)
     print(table(result))
     if args.output:
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n")
+        write(args.output, result)
     return result
 
 
