@@ -94,28 +94,41 @@ class TaskRunner:
 
     def probe_answers(self, prompts: list[str]) -> list[Scored]:
         """The probe's greedy answers, read as the scoring rules say: under the original's rules
-        open answers run to the probe's length and are cut at the first "." character, and
-        multiple-choice probes generate one token from the whole vocabulary."""
+        open answers run to the probe's length and are cut at the first "." character.
+        Multiple-choice probes score the letters under both (the original's MMLU, FEVER and WiCE
+        probes read the letter logits of their one generated position, with its letter ids)."""
         task = self.task
-        if not self.rules.original:
+        if task.kind == "choice" or not self.rules.probe_cut:
             return self.answer(prompts, task.probe_new_tokens)[0]
-        if task.kind == "choice":
-            answers, _ = self.backend.decode(self.encode(prompts), 1, stop=frozenset())
-            return [Scored(a.text, a.confidence, a.stopped_by, raw=a.raw) for a in answers]
         answers, _ = self.backend.decode(self.encode(prompts), task.probe_new_tokens, stop=frozenset())
-        return [Scored(self.rules.cut_probe_text(a.raw or "").strip(), a.confidence, a.stopped_by, raw=a.raw)
-                for a in answers]
+        return [Scored(self.cut(a).strip(), a.confidence, a.stopped_by, raw=a.raw) for a in answers]
+
+    def cut(self, answer) -> str:
+        """An answer decoded without a stop, read as the original probe reads it."""
+        return self.rules.cut_probe_text(answer.raw if answer.raw is not None else answer.text,
+                                         answer.stopped_by == "eos")
+
+    def known(self, ex: Example, answer: str, matcher) -> bool:
+        """The probe's verdict on its greedy answer: the task's correctness rule, or under the
+        original's known rule the gold label word inside the chosen option's (WiCE)."""
+        task = self.task
+        if task.kind == "choice" and self.rules.label_word_known and task.label_words:
+            words = dict(zip(task.choices, task.label_words))
+            return words[ex.gold] in words[answer]
+        return is_correct(task, matcher, ex, answer)
 
     def samples(self, prompts: list[str], first: list[Scored], k: int, max_new_tokens: int,
-                sampling: Sampling) -> list[list[str]]:
+                sampling: Sampling, probe: bool = False) -> list[list[str]]:
         """k sampled answers per prompt (for answer entropy).
 
         Multiple choice: the letters are drawn from each prompt's own letter distribution at the
         sampling temperature, softmax(logits / T), which `first` (the greedy pass) already
         holds, so no forward pass is repeated (under the original's rules: one token drawn from
-        the whole vocabulary, top-k 50, per sample). Open questions: k decodings per prompt."""
+        the whole vocabulary, top-k 50, per sample, kept as decoded: " A" and "A" differ). Open
+        questions: k decodings per prompt (the probe's, under the original's probe rule: its
+        length, no stop, cut at the first ".")."""
         repeated = [p for p in prompts for _ in range(k)]
-        if self.task.kind == "choice" and not self.rules.original:
+        if self.task.kind == "choice" and not self.rules.vocab_samples:
             probs = torch.tensor([a.option_probs for a in first], dtype=torch.float64)
             tempered = torch.softmax(torch.log(probs.clamp(min=1e-300)) / sampling.temperature, dim=-1)
             generator = torch.Generator().manual_seed(sampling.seed)
@@ -123,10 +136,15 @@ class TaskRunner:
             return [[self.task.choices[j] for j in row] for row in picks.tolist()]
         if self.task.kind == "choice":
             answers, _ = self.backend.decode(self.encode(repeated), 1, stop=frozenset(), sampling=sampling)
+            texts = [a.raw if a.raw is not None else a.text for a in answers]
+        elif probe and self.rules.probe_cut:
+            answers, _ = self.backend.decode(self.encode(repeated), max_new_tokens, stop=frozenset(),
+                                             sampling=sampling)
+            texts = [self.cut(a) for a in answers]
         else:
             answers, _ = self.backend.decode(self.encode(repeated), max_new_tokens, stop=self.rules.stop_ids,
                                              sampling=sampling)
-        texts = [a.text for a in answers]
+            texts = [a.text for a in answers]
         return [texts[i * k:(i + 1) * k] for i in range(len(prompts))]
 
     def sure(self, prompts: list[str], answers: list[Scored], state: object = None) -> list[float]:
@@ -252,11 +270,11 @@ def probe(runner: TaskRunner, examples: Sequence[Example], store: RunStore, *, m
             ex = examples[i]
             records.append({"index": ex.index, "question": ex.question, "gold": ex.gold,
                             "output": ans.text, "confidence": ans.confidence,
-                            "correct": bool(is_correct(task, matcher, ex, ans.text)),
+                            "correct": bool(runner.known(ex, ans.text, matcher)),
                             "truncated_tokens": runner.truncated.get(ex.index, 0)})
         if step is not None:
             samples = runner.samples(batch_prompts, greedy, values[step.count.name], task.probe_new_tokens,
-                                     sampling_for(seed, number, values[step.temperature.name]))
+                                     sampling_for(seed, number, values[step.temperature.name]), probe=True)
             for i, rec, texts in zip(batch, records, samples):
                 rec["samples"] = texts
                 if step.score:

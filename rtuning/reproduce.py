@@ -30,6 +30,7 @@ from pathlib import Path
 
 from .backends import BACKENDS
 from .methods import METHODS as DECLARED, NUM_TRY, method_flags, readers
+from .scoring import COMPAT_MODES
 from .metrics import average_precision, nan_to_none
 from .records import REPO_ROOT, environment, file_sha256, git_commit, read_json, read_jsonl, write_json
 
@@ -120,6 +121,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="inference backend of every probe and evaluation (fine-tuning is transformers'): "
                         "auto = vllm when installed with a GPU, else hf")
     p.add_argument("--tensor_parallel_size", type=int, default=1, help="GPUs per model (vllm backend)")
+    p.add_argument("--compat", choices=COMPAT_MODES, default="default",
+                   help="scoring rules of every probe and evaluation: default (ours) or original (the original "
+                        "release's, to compare with published numbers); see README 'How it differs'")
     p.add_argument("--quick", action="store_true",
                    help=f"smoke preset: {QUICK['limit']} training questions per dataset, {QUICK['test_limit']} per "
                         f"test set and {QUICK['refusal_limit']} per unanswerable/answerable set, "
@@ -161,7 +165,8 @@ class Study:
         self.started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         self.history = previous_invocations(self.out / "study.json")
         self.common = ["--data_dir", args.data_dir, "--seed", str(args.seed), "--device", args.device,
-                       "--backend", args.backend, "--tensor_parallel_size", str(args.tensor_parallel_size)]
+                       "--backend", args.backend, "--tensor_parallel_size", str(args.tensor_parallel_size),
+                       "--compat", args.compat]
         if args.batch_size:
             self.common += ["--batch_size", str(args.batch_size)]
 
@@ -302,7 +307,7 @@ class Study:
         command = shlex.join([sys.executable, "-m", "rtuning.reproduce", *self.argv])
         commit, wall = git_commit(), round(time.time() - t0, 1)
         study = {
-            "model": a.model, "args": vars(a), "command": command, "complete": complete,
+            "model": a.model, "compat": a.compat, "args": vars(a), "command": command, "complete": complete,
             "git_commit": commit, "environment": environment(), "wall_time_s": wall,
             # a study spanning several sittings: each invocation's command, code and time
             "invocations": [*self.history, {"started": self.started, "command": command, "git_commit": commit,

@@ -10,16 +10,21 @@ Two sets of rules, chosen with `--compat`:
   §6): its stop id `tokenizer(".").input_ids[0]` (on LLaMA `▁.`, which never follows a word,
   so answers run to the length limit), its letter ids `tokenizer("A").input_ids[0]` (on LLaMA
   `▁A`), the answer inserted into the sure question as decoded (with its leading space), the
-  open-QA probe generating 15 tokens cut at the first "." character, and multiple-choice probes
-  and R-Tuning-U samples of one token drawn from the whole vocabulary.
+  open-QA probe (and R-Tuning-U's samples) generating 15 tokens with no stop, cut at the first
+  "." character, multiple-choice R-Tuning-U samples of one token drawn from the whole
+  vocabulary, and WiCE's "known" rule (the gold label word inside the chosen option's word, so
+  every `supported` question is known). Its multiple-choice probe scores the letters, as ours.
 
-The " sure"/" unsure" ids are the tokens that really follow "I am" under both rules (the
-original's own ids for them are those on LLaMA).
+Each rule is a field, so a mix of the two (`with_rules`) measures one rule at a time
+(benchmarks/compat_effects.py). The " sure"/" unsure" ids are the tokens that really follow
+"I am" under both rules (the original's own ids for them, `tokenizer("sure").input_ids[0]`, are
+those on LLaMA; on a BPE tokenizer they are the bare words: `original_sure_ids` gives them, for
+measuring).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .tasks import SURE_QUESTION
 
@@ -61,15 +66,32 @@ def _first_id(tokenizer, text: str) -> int:
     return ids[0]
 
 
+# The original's rules, by name: the fields of ScoringRules each one sets (for `with_rules`).
+RULES = {
+    "stop": ("stop_ids",),
+    "letters": ("first_id_letters",),
+    "sure_spacing": ("decoded_answer",),
+    "probe_read": ("probe_cut",),
+    "choice_samples": ("vocab_samples",),
+    "known": ("label_word_known",),
+}
+
+
 @dataclass(frozen=True)
 class ScoringRules:
-    """The rules of one compat mode, resolved against a tokenizer."""
+    """The rules of one compat mode, resolved against a tokenizer; each flag is one of the
+    original's rules (all False: ours)."""
 
     compat: str
     stop_ids: frozenset[int]  # end an answer (besides the end tokens)
     sure_id: int
     unsure_id: int
     tokenizer: object = None
+    first_id_letters: bool = False  # letters are tokenizer("A").input_ids[0]
+    decoded_answer: bool = False  # the sure question gets the answer as decoded (leading space)
+    probe_cut: bool = False  # open-QA probe: probe_new_tokens, no stop, cut at the first "."
+    vocab_samples: bool = False  # multiple-choice samples: one token from the whole vocabulary
+    label_word_known: bool = False  # probe: gold label word in the chosen option's word (WiCE)
 
     @classmethod
     def build(cls, tokenizer, compat: str = "default") -> "ScoringRules":
@@ -79,12 +101,23 @@ class ScoringRules:
         sure, unsure = continuation_token(tokenizer, ctx, " sure"), continuation_token(tokenizer, ctx, " unsure")
         if sure == unsure:
             raise ValueError("the tokenizer gives ' sure' and ' unsure' the same first token")
-        stop = period_token_ids(tokenizer) if compat == "default" else frozenset([_first_id(tokenizer, ".")])
-        return cls(compat, stop, sure, unsure, tokenizer)
+        if compat == "default":
+            return cls(compat, period_token_ids(tokenizer), sure, unsure, tokenizer)
+        return cls(compat, frozenset([_first_id(tokenizer, ".")]), sure, unsure, tokenizer, first_id_letters=True,
+                   decoded_answer=True, probe_cut=True, vocab_samples=True, label_word_known=True)
 
     @property
     def original(self) -> bool:
         return self.compat == "original"
+
+    def with_rules(self, other: "ScoringRules", *names: str) -> "ScoringRules":
+        """These rules with the named ones (keys of RULES) taken from `other`; the compat name
+        says which ("default+stop"), so a mix never passes for either mode in a resume key."""
+        unknown = [n for n in names if n not in RULES]
+        if unknown:
+            raise ValueError(f"unknown scoring rule {unknown[0]!r}; choose from {', '.join(RULES)}")
+        fields = {f: getattr(other, f) for n in names for f in RULES[n]}
+        return replace(self, compat="+".join([self.compat, *names]), **fields)
 
     def settings(self) -> dict:
         """What the rules change in results: part of each run's resume key."""
@@ -92,7 +125,7 @@ class ScoringRules:
 
     def letter_ids(self, choices: tuple[str, ...], sep: str) -> list[int]:
         """The token scored for each option letter."""
-        if self.original:
+        if self.first_id_letters:
             ids = [_first_id(self.tokenizer, c) for c in choices]
         else:  # the letter as the tokenizer writes it right after "Answer:" (+ separator)
             ids = [continuation_token(self.tokenizer, "Question: Which one?\nAnswer:", sep + c) for c in choices]
@@ -102,15 +135,27 @@ class ScoringRules:
 
     def sure_text(self, prompt: str, answer: str, raw: str | None, sep: str) -> str:
         """The sure question after an answer: stripped (default) or as decoded (original)."""
-        return sure_prompt(prompt, raw if self.original and raw is not None else answer, sep)
+        return sure_prompt(prompt, raw if self.decoded_answer and raw is not None else answer, sep)
 
     def probe_stop(self) -> frozenset[int]:
         """Stop tokens while probing open questions: none under the original's rule (it cuts
         the decoded text instead)."""
-        return frozenset() if self.original else self.stop_ids
+        return frozenset() if self.probe_cut else self.stop_ids
 
     @staticmethod
-    def cut_probe_text(text: str) -> str:
+    def cut_probe_text(text: str, ended_by_eos: bool = False) -> str:
         """The original probe's reading of its 15 tokens: up to the first "." character; with
-        none, `find` gives -1 and the last character is dropped (SPEC.md §6)."""
-        return text[:text.find(".")]
+        none, `find` gives -1 and the last character is dropped (SPEC.md §6). The original
+        decodes with the special tokens, so an answer that ended at the end token loses the
+        last character of that token's text ("</s>"), not of the answer."""
+        cut = text.find(".")
+        if cut < 0 and ended_by_eos:
+            return text
+        return text[:cut]
+
+
+def original_sure_ids(tokenizer) -> tuple[int, int]:
+    """The original's sure/unsure ids, `tokenizer("sure").input_ids[0]` (add_bos_token=False):
+    on LLaMA the tokens that follow "I am" (ours), on a BPE tokenizer the bare words (not used
+    under either mode; benchmarks/compat_effects.py measures the difference)."""
+    return _first_id(tokenizer, "sure"), _first_id(tokenizer, "unsure")

@@ -89,6 +89,9 @@ class Task:
     records_key: str | None = None  # records live under this key of a JSON object (SelfAware)
     keep: Callable[[Example, str], bool] | None = None  # which records of a shared file a split uses
     needs_context: bool = False  # a file whose records all lack context (paragraphs) is refused
+    # each option's label word (FEVER, WiCE), which the original's probe compares with the gold
+    # label's by substring (ScoringRules.label_word_known)
+    label_words: tuple[str, ...] = ()
 
     @property
     def domains(self) -> tuple[str, ...]:
@@ -397,7 +400,7 @@ def claim_task(name: str, files: dict[str, str], options: tuple[str, str, str], 
 
     # the sure prompt has a space before the letter in both originals ("Answer: B. Are you sure")
     return Task(name=name, kind="choice", files=files, parse=parse, choices=("A", "B", "C"),
-                answer_sep=answer_sep, sure_sep=" ")
+                answer_sep=answer_sep, sure_sep=" ", label_words=tuple(labels))
 
 
 def _evidence_hint(name: str, record: dict) -> str:

@@ -108,6 +108,8 @@ def test_training_texts_are_main_s_byte_for_byte(name, method):
 @pytest.mark.parametrize("name", ["pararel", "mmlu", "pararel-original"])
 def test_uncertain_probe_records_are_main_s(bpe_tokenizer, data_dir, tmp_path, name):
     _, _, recs = fake_probe(bpe_tokenizer, data_dir, tmp_path, name, "uncertain", num_try=4, temperature=0.7)
+    # (pararel-original's samples are read as the original reads its sampled probe answers: cut at
+    # the first "." (none here: the last character goes), with the decoded leading space)
     # through JSON, as the records file holds them (key order included)
     assert [json.dumps(r) for r in json.loads(json.dumps(recs))] == [json.dumps(r) for r in PINNED["probes"][name]]
 
@@ -372,13 +374,13 @@ PINNED = json.loads(r"""
    {"index": 6, "question": "Statement 1 | 4x - 2 is irreducible over Z. Statement 2 | 4x - 2 is irreducible over Q.", "gold": "D", "output": "D", "confidence": 0.3333333333333333, "correct": true, "truncated_tokens": 0, "samples": ["B", "D", "A", "C"], "entropy": 1.3862943611198906, "certain": false}
   ],
   "pararel-original": [
-   {"index": 0, "question": "What field does Alan Turing work in?", "gold": "logic", "output": "mathematic", "confidence": 0.9299999999999999, "correct": false, "truncated_tokens": 0, "samples": ["mathematics", "logic", "anthropology", "nothing"], "entropy": 1.3862943611198906, "certain": false},
-   {"index": 1, "question": "What field does John Vincent Atanasoff work in?", "gold": "mathematics", "output": "logi", "confidence": 0.8300000000000001, "correct": false, "truncated_tokens": 0, "samples": ["mathematics", "anthropology", "mathematics", "logic"], "entropy": 1.0397207708399179, "certain": true},
-   {"index": 2, "question": "What field does Edward Burnett Tylor work in?", "gold": "anthropology", "output": "nothin", "confidence": 0.5700000000000001, "correct": false, "truncated_tokens": 0, "samples": ["anthropology", "mathematics", "mathematics", "logic"], "entropy": 1.0397207708399179, "certain": true},
-   {"index": 3, "question": "In what field does Anaxagoras work?", "gold": "philosophy", "output": "logi", "confidence": 0.5, "correct": false, "truncated_tokens": 0, "samples": ["mathematics", "mathematics", "mathematics", "anthropology"], "entropy": 0.5623351446188083, "certain": true},
-   {"index": 4, "question": "What field does Robert Bunsen work in?", "gold": "chemistry", "output": "nothin", "confidence": 0.75, "correct": false, "truncated_tokens": 0, "samples": ["anthropology", "nothing", "mathematics", "mathematics"], "entropy": 1.0397207708399179, "certain": false},
-   {"index": 5, "question": "What field does Adam Carolla work in?", "gold": "comedy", "output": "logi", "confidence": 0.77, "correct": false, "truncated_tokens": 0, "samples": ["mathematics", "nothing", "logic", "nothing"], "entropy": 1.0397207708399179, "certain": false},
-   {"index": 6, "question": "What field does Al Capp work in?", "gold": "cartoonist", "output": "logi", "confidence": 0.72, "correct": false, "truncated_tokens": 0, "samples": ["anthropology", "anthropology", "nothing", "logic"], "entropy": 1.0397207708399179, "certain": false}
+   {"index": 0, "question": "What field does Alan Turing work in?", "gold": "logic", "output": "mathematic", "confidence": 0.9299999999999999, "correct": false, "truncated_tokens": 0, "samples": [" mathematic", " logi", " anthropolog", " nothin"], "entropy": 1.3862943611198906, "certain": false},
+   {"index": 1, "question": "What field does John Vincent Atanasoff work in?", "gold": "mathematics", "output": "logi", "confidence": 0.8300000000000001, "correct": false, "truncated_tokens": 0, "samples": [" mathematic", " anthropolog", " mathematic", " logi"], "entropy": 1.0397207708399179, "certain": true},
+   {"index": 2, "question": "What field does Edward Burnett Tylor work in?", "gold": "anthropology", "output": "nothin", "confidence": 0.5700000000000001, "correct": false, "truncated_tokens": 0, "samples": [" anthropolog", " mathematic", " mathematic", " logi"], "entropy": 1.0397207708399179, "certain": true},
+   {"index": 3, "question": "In what field does Anaxagoras work?", "gold": "philosophy", "output": "logi", "confidence": 0.5, "correct": false, "truncated_tokens": 0, "samples": [" mathematic", " mathematic", " mathematic", " anthropolog"], "entropy": 0.5623351446188083, "certain": true},
+   {"index": 4, "question": "What field does Robert Bunsen work in?", "gold": "chemistry", "output": "nothin", "confidence": 0.75, "correct": false, "truncated_tokens": 0, "samples": [" anthropolog", " nothin", " mathematic", " mathematic"], "entropy": 1.0397207708399179, "certain": false},
+   {"index": 5, "question": "What field does Adam Carolla work in?", "gold": "comedy", "output": "logi", "confidence": 0.77, "correct": false, "truncated_tokens": 0, "samples": [" mathematic", " nothin", " logi", " nothin"], "entropy": 1.0397207708399179, "certain": false},
+   {"index": 6, "question": "What field does Al Capp work in?", "gold": "cartoonist", "output": "logi", "confidence": 0.72, "correct": false, "truncated_tokens": 0, "samples": [" anthropolog", " anthropolog", " nothin", " logi"], "entropy": 1.0397207708399179, "certain": false}
   ]
  }
 }
