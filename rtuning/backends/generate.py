@@ -12,37 +12,12 @@ from typing import Any, Sequence
 
 import torch
 
-from .base import Answer, Backend, Sampling
-from .hf import HFBackend
+from .base import Answer, Sampling
+from .reference import TransformersModelBackend
 
 
-class GenerateBackend(Backend):
+class GenerateBackend(TransformersModelBackend):
     name = "generate"
-
-    def __init__(self, model, tokenizer):
-        from ..models import stop_token_ids
-
-        self.model, self.tokenizer = model, tokenizer
-        self.device = next(model.parameters()).device
-        self.vocab_size = model.get_output_embeddings().weight.shape[0]
-        self.eos_ids = frozenset(i for i in stop_token_ids(model, tokenizer) if i < self.vocab_size)
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        self.reset_work()
-
-    @classmethod
-    def load(cls, spec, options) -> "GenerateBackend":
-        hf = HFBackend.load(spec, options)
-        return cls(hf.model, hf.tokenizer)
-
-    def settings(self) -> dict:
-        return {"backend": "generate", "dtype": str(next(self.model.parameters()).dtype).replace("torch.", "")}
-
-    def reset_work(self) -> None:
-        self.tokens_processed = self.token_slots = self.logit_rows = 0
-
-    def work(self) -> dict:
-        return {"tokens_processed": self.tokens_processed, "token_slots": self.token_slots,
-                "logit_rows": self.logit_rows}
 
     def _generate(self, seqs: Sequence[Sequence[int]], max_new_tokens: int, sampling: Sampling | None):
         width = max(len(s) for s in seqs)

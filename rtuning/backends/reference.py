@@ -19,8 +19,9 @@ from .base import Answer, Backend, Sampling
 from .hf import HFBackend
 
 
-class ReferenceBackend(Backend):
-    name = "reference"
+class TransformersModelBackend(Backend):
+    """A transformers model driven through `model.generate`: what the reference and generate
+    backends share (loading, end tokens, the work counters)."""
 
     def __init__(self, model, tokenizer):
         from ..models import stop_token_ids
@@ -33,19 +34,23 @@ class ReferenceBackend(Backend):
         self.reset_work()
 
     @classmethod
-    def load(cls, spec, options) -> "ReferenceBackend":
+    def load(cls, spec, options):
         hf = HFBackend.load(spec, options)
         return cls(hf.model, hf.tokenizer)
 
     def settings(self) -> dict:
-        return {"backend": "reference", "dtype": str(next(self.model.parameters()).dtype).replace("torch.", "")}
+        return {"backend": self.name, "dtype": str(next(self.model.parameters()).dtype).replace("torch.", "")}
 
     def reset_work(self) -> None:
-        self.tokens_processed = self.logit_rows = 0
+        self.tokens_processed = self.token_slots = self.logit_rows = 0
 
     def work(self) -> dict:
-        return {"tokens_processed": self.tokens_processed, "token_slots": self.tokens_processed,
+        return {"tokens_processed": self.tokens_processed, "token_slots": self.token_slots,
                 "logit_rows": self.logit_rows}
+
+
+class ReferenceBackend(TransformersModelBackend):
+    name = "reference"
 
     def _generate(self, ids: Sequence[int], max_new_tokens: int, sampling: Sampling | None):
         input_ids = torch.tensor([list(ids)], dtype=torch.long, device=self.device)
@@ -58,6 +63,7 @@ class ReferenceBackend(Backend):
                                   **kwargs)
         # forwards that generate ran: the prompt, then one token per further step
         self.tokens_processed += len(ids) + len(out.scores) - 1
+        self.token_slots += len(ids) + len(out.scores) - 1
         self.logit_rows += len(out.scores)
         return out
 
